@@ -1,0 +1,140 @@
+"""The ``legato`` command: a thin layer over ``legato.api``.
+
+Maestro's words and flags are accepted where Maestro has them (``run --dry --pgen --pargs
+-o -y -n -fg -s -t -a``, ``status``, ``cancel``). Every user mistake ends as one line on
+stderr and a non-zero exit; heavy modules are imported only by the commands that need them.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from legato.errors import LegatoError
+
+EXIT_ERROR = 2
+
+
+class _Group(click.Group):
+    """Turn LegatoError and a full disk into one line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except LegatoError as exc:
+            click.echo(f"legato: error: {exc}", err=True)
+            ctx.exit(EXIT_ERROR)
+        except OSError as exc:
+            if exc.errno is None or exc.filename is None:
+                raise
+            click.echo(f"legato: error: {exc.filename}: {exc.strerror}", err=True)
+            ctx.exit(EXIT_ERROR)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="legato")
+def main() -> None:
+    """Run Maestro study specs at scale: parallel, light on the file system, in resumable batches."""
+
+
+def _study_options(function):
+    """Options shared by ``run`` and ``batch``: how a spec becomes a study folder."""
+    options = [
+        click.option("-p", "--pgen", type=click.Path(dir_okay=False), help="Custom parameter generator (Python file)."),
+        click.option("--pargs", multiple=True, metavar="KEY:VALUE", help="Argument for the pgen (repeatable)."),
+        click.option("--layout", type=click.Choice(["tree", "flat"]), default="tree", show_default=True,
+                     help="tree: buckets instance folders beyond --fanout; flat: Maestro's <step>/<label>/ always."),
+        click.option("--fanout", type=click.IntRange(min=2), default=1000, show_default=True,
+                     help="Most instance folders in one folder (tree layout)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@main.command()
+@click.argument("spec", type=click.Path(), required=False)
+@_study_options
+@click.option("-o", "--out", type=click.Path(file_okay=False), help="Study folder, used exactly (no timestamp).")
+@click.option("--dry", is_flag=True, help="Build the workspace and scripts; run nothing.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Cores to keep busy (default: all).")
+@click.option("-t", "--throttle", type=click.IntRange(min=0), default=0, help="At most N instances in flight (0: no limit).")
+@click.option("-a", "--attempts", type=click.IntRange(min=1), default=1, show_default=True, help="Tries per instance.")
+@click.option("-r", "--rlimit", type=click.IntRange(min=0), default=None, help="Maestro's restart limit (an alias of --attempts - 1).")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Finish an interrupted study folder.")
+@click.option("--detach", is_flag=True, help="Run the conductor in the background and return at once.")
+@click.option("--write-scripts", is_flag=True, help="Also write each instance's script into its folder (debugging).")
+@click.option("-y", "yes", is_flag=True, help="Answer yes: replace an existing -o folder.")
+@click.option("-n", "no", is_flag=True, help="Answer no to every question.")
+@click.option("-fg", "foreground", is_flag=True, help="Maestro compatibility: legato runs in the foreground unless --detach.")
+@click.option("-s", "--sleep", type=float, help="Maestro compatibility: accepted and ignored (legato does not poll locally).")
+@click.option("--hashws", is_flag=True, hidden=True)
+def run(spec, pgen, pargs, layout, fanout, out, dry, jobs, throttle, attempts, rlimit, resume_dir, detach,
+        write_scripts, yes, no, foreground, sleep, hashws) -> None:
+    """Run a study SPEC (or --resume a study folder)."""
+    from legato import api
+
+    if rlimit is not None:
+        attempts = max(attempts, rlimit + 1)
+    if resume_dir:
+        result = api.resume(resume_dir, jobs=jobs, throttle=throttle, attempts=attempts, detach=detach)
+        _finish(result)
+        return
+    if not spec:
+        raise click.UsageError("missing SPEC (or --resume STUDY_DIR)")
+    replace = yes or (out is not None and not no and _confirm_replace(out))
+    study = api.prepare(spec, pgen=pgen, pargs=pargs, out=out, layout=layout, fanout=fanout,
+                        replace=replace, write_scripts=write_scripts)
+    _print_plan(study)
+    if dry:
+        click.echo(f"dry run: {study.total} instances prepared in {study.root}; nothing ran")
+        return
+    _finish(api.execute(study.root, jobs=jobs, throttle=throttle, attempts=attempts, detach=detach))
+
+
+def _confirm_replace(out: str) -> bool:
+    """Maestro asks before replacing an -o folder; legato asks only on a terminal."""
+    from pathlib import Path
+
+    folder = Path(out)
+    if not (folder.is_dir() and any(folder.iterdir())) or not sys.stdin.isatty():
+        return False
+    return click.confirm(f"{folder} exists. Replace it?", default=False)
+
+
+def _print_plan(study) -> None:
+    click.echo(f"study folder: {study.root}")
+    for name, count in study.steps:
+        click.echo(f"  {name}: {count} instance{'s' if count != 1 else ''}")
+
+
+def _finish(result) -> None:
+    """Print a run's outcome; a study with failures exits non-zero."""
+    for line in result.summary():
+        click.echo(line)
+    if not result.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--state", "states", multiple=True, help="List the instances in this state (repeatable).")
+@click.option("--step", "steps", multiple=True, help="List the instances of this step (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--csv", "as_csv", is_flag=True, help="Maestro's status.csv columns on stdout.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="List at most N instances.")
+def status(folder, states, steps, as_json, as_csv, limit) -> None:
+    """Show the state of a study (or a campaign) FOLDER."""
+    from legato import status as status_view
+
+    status_view.show(folder, states=states, steps=steps, as_json=as_json, as_csv=as_csv, limit=limit)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("-y", "yes", is_flag=True, help="Maestro compatibility: legato does not ask.")
+def cancel(folder, yes) -> None:
+    """Stop the conductor of a study (or campaign) FOLDER and terminate its running instances."""
+    from legato import api
+
+    click.echo(api.cancel(folder))

@@ -1,0 +1,132 @@
+"""The parameter table a study expands over: from ``global.parameters`` or from a pgen file.
+
+Maestro zips parameter lists (combination i takes the i-th value of every parameter), so a
+table of N rows and one column per parameter is the whole model. A pgen's generator is read
+once into that table; nothing else of the generator is kept.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from legato import pgen_compat
+from legato.errors import LegatoError
+from legato.spec import Spec
+
+
+@dataclass
+class ParameterTable:
+    """Zipped parameters: ``values[name][i]`` is the value of ``name`` in combination ``i``."""
+
+    values: dict[str, list[str]] = field(default_factory=dict)
+    labels: dict[str, str | list[str]] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return len(next(iter(self.values.values()))) if self.values else 0
+
+    def label(self, name: str, index: int) -> str:
+        """Maestro's label of one value: the ``%%`` template filled in, or the given label."""
+        label = self.labels[name]
+        if isinstance(label, str):
+            return label.replace("%%", self.values[name][index])
+        return str(label[index])
+
+    def add(self, name: str, values: Iterable[Any], label: str | list[str] | None = None, display: str | None = None) -> None:
+        self.values[name] = [_text(value) for value in values]
+        self.labels[name] = label if label is not None else f"{name}.%%"
+        self.names[name] = display or name
+
+
+def _text(value: Any) -> str:
+    """Values become token text exactly as Maestro's str() would render them."""
+    return value if isinstance(value, str) else str(value)
+
+
+def from_spec(spec: Spec) -> ParameterTable:
+    table = ParameterTable()
+    for decl in spec.parameters:
+        table.add(decl.name, decl.values, decl.label)
+    return table
+
+
+def parse_pargs(pargs: Iterable[str]) -> dict[str, str]:
+    """``--pargs "KEY:VALUE"`` entries, split on the first colon and stripped, as Maestro does."""
+    parsed: dict[str, str] = {}
+    for entry in pargs:
+        key, colon, value = entry.partition(":")
+        if not colon or not key.strip():
+            raise LegatoError(f"--pargs {entry!r}: expected KEY:VALUE")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def from_pgen(path: str | Path, env: Mapping[str, str], pargs: Mapping[str, str]) -> ParameterTable:
+    """Run a pgen file's ``get_custom_generator(env, **pargs)`` and read its generator into a table.
+
+    ``env`` holds the spec's variables as the pgen sees them (OUTPUT_PATH and SPECROOT included);
+    they are also passed as keyword arguments, as Maestro does, under the user's pargs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LegatoError(f"{path}: no such pgen file")
+    module = _import_pgen(path)
+    function = getattr(module, "get_custom_generator", None)
+    if not callable(function):
+        raise LegatoError(f"{path.name}: the pgen defines no get_custom_generator(env, **kwargs) function")
+    kwargs = {"OUTPUT_PATH": env.get("OUTPUT_PATH", ""), "SPECROOT": pgen_compat.Variable("SPECROOT", env.get("SPECROOT", ""))}
+    kwargs.update(pargs)
+    try:
+        generator = function(pgen_compat.StudyEnvironment(dict(env)), **kwargs)
+    except Exception as exc:  # the user's code: any failure is reported, not traced
+        raise LegatoError(f"{path.name}: get_custom_generator raised {exc.__class__.__name__}: {_one_line(exc)}") from None
+    return _table_from_generator(path, generator)
+
+
+def _import_pgen(path: Path):
+    added = pgen_compat.install()
+    try:
+        spec = importlib.util.spec_from_file_location(f"legato_pgen_{abs(hash(path))}", path)
+        if spec is None or spec.loader is None:
+            raise LegatoError(f"{path}: not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path.parent.resolve()))
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:  # a syntax error or import failure in the user's pgen
+            raise LegatoError(f"{path.name}: cannot load the pgen: {exc.__class__.__name__}: {_one_line(exc)}") from None
+        finally:
+            sys.path.pop(0)
+        return module
+    finally:
+        pgen_compat.uninstall(added)
+
+
+def _table_from_generator(path: Path, generator: Any) -> ParameterTable:
+    parameters = getattr(generator, "parameters", None)
+    if not isinstance(parameters, Mapping):
+        raise LegatoError(
+            f"{path.name}: get_custom_generator returned {type(generator).__name__}, not a ParameterGenerator"
+        )
+    table = ParameterTable()
+    lengths = {name: len(values) for name, values in parameters.items()}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{name} has {count}" for name, count in lengths.items())
+        raise LegatoError(f"{path.name}: the generator's parameters have different numbers of values ({detail})")
+    labels = getattr(generator, "labels", {}) or {}
+    names = getattr(generator, "names", {}) or {}
+    for name, values in parameters.items():
+        label = labels.get(name)
+        if isinstance(label, str) and "%%" not in label:
+            raise LegatoError(f"{path.name}: parameter {name}: label {label!r} has no '%%'")
+        table.add(name, values, label, names.get(name))
+    return table
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else "(no message)"

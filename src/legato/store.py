@@ -1,0 +1,191 @@
+"""The SQLite state of one study: the single source of truth for its instances.
+
+One database file per study, in WAL mode so that ``legato status`` reads while the
+conductor writes. Scripts live here rather than in per-instance files (fewer inodes), and
+state changes are written in batches (``update_many``) so the store never limits throughput.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from legato.errors import LegatoError
+
+DB_NAME = "legato.db"
+STATES = ("pending", "running", "finished", "failed", "timedout", "cancelled", "skipped")
+DONE_STATES = frozenset({"finished", "failed", "timedout", "cancelled", "skipped"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS steps (
+    name TEXT PRIMARY KEY, position INTEGER, first_id INTEGER, instances INTEGER,
+    funnel_parents TEXT, folder TEXT
+);
+CREATE TABLE IF NOT EXISTS instances (
+    id INTEGER PRIMARY KEY, step TEXT NOT NULL, label TEXT NOT NULL, workspace TEXT NOT NULL,
+    params TEXT, script TEXT NOT NULL, restart TEXT, resources TEXT, parents TEXT,
+    state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+    returncode INTEGER, started REAL, ended REAL, pid INTEGER, jobid TEXT, reason TEXT
+);
+CREATE INDEX IF NOT EXISTS instances_step_state ON instances (step, state);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An instance as the conductor needs it back from the store (on start and on resume)."""
+
+    id: int
+    step: str
+    label: str
+    workspace: str
+    script: str
+    restart: str | None
+    resources: dict[str, Any]
+    parents: tuple[int, ...]
+    state: str
+    attempts: int
+    pid: int | None
+
+
+class Store:
+    """Open (or create) a study's database. ``path`` is the database file."""
+
+    def __init__(self, path: str | Path, create: bool = False) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise LegatoError(f"{self.path.parent}: not a legato study folder (no {DB_NAME})")
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            if create:
+                self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise LegatoError(f"{self.path}: cannot open the study database: {exc}") from None
+
+    @classmethod
+    def of_study(cls, folder: str | Path, create: bool = False) -> "Store":
+        return cls(Path(folder) / DB_NAME, create=create)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- meta -------------------------------------------------------------------------------
+    def set_meta(self, **values: Any) -> None:
+        with self.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [(key, json.dumps(value)) for key, value in values.items()],
+            )
+
+    def meta(self) -> dict[str, Any]:
+        return {key: json.loads(value) for key, value in self.db.execute("SELECT key, value FROM meta")}
+
+    # -- writing a planned study ------------------------------------------------------------
+    def add_step(self, name: str, position: int, first_id: int, instances: int, funnel_parents: list[str], folder: str) -> None:
+        self.db.execute(
+            "INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?)",
+            (name, position, first_id, instances, json.dumps(funnel_parents), folder),
+        )
+
+    def add_instances(self, rows: Iterable[tuple]) -> None:
+        """Rows of (id, step, label, workspace, params, script, restart, resources, parents)."""
+        self.db.executemany(
+            "INSERT INTO instances (id, step, label, workspace, params, script, restart, resources, parents) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def transaction(self) -> "_Transaction":
+        return _Transaction(self.db)
+
+    # -- state changes ----------------------------------------------------------------------
+    def update_many(self, changes: list[dict[str, Any]]) -> None:
+        """Apply many instance changes in one transaction; each dict has ``id`` plus columns."""
+        if not changes:
+            return
+        groups: dict[tuple[str, ...], list[tuple]] = {}
+        for change in changes:
+            columns = tuple(sorted(key for key in change if key != "id"))
+            groups.setdefault(columns, []).append(tuple(change[c] for c in columns) + (change["id"],))
+        with self.transaction():
+            for columns, rows in groups.items():
+                assignments = ", ".join(f"{column} = ?" for column in columns)
+                self.db.executemany(f"UPDATE instances SET {assignments} WHERE id = ?", rows)
+
+    # -- reading ----------------------------------------------------------------------------
+    def steps(self) -> list[dict[str, Any]]:
+        cursor = self.db.execute(
+            "SELECT name, position, first_id, instances, funnel_parents, folder FROM steps ORDER BY position"
+        )
+        return [
+            {"name": n, "position": p, "first_id": f, "instances": c, "funnel_parents": json.loads(fp), "folder": d}
+            for n, p, f, c, fp, d in cursor
+        ]
+
+    def records(self) -> Iterator[Record]:
+        cursor = self.db.execute(
+            "SELECT id, step, label, workspace, script, restart, resources, parents, state, attempts, pid "
+            "FROM instances ORDER BY id"
+        )
+        for row in cursor:
+            yield Record(
+                row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6] or "{}"),
+                tuple(json.loads(row[7] or "[]")), row[8], row[9], row[10],
+            )
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{step: {state: n}}`` from the (step, state) index: fast on millions of instances."""
+        counts: dict[str, dict[str, int]] = {}
+        for step, state, n in self.db.execute("SELECT step, state, count(*) FROM instances GROUP BY step, state"):
+            counts.setdefault(step, {})[state] = n
+        return counts
+
+    def select(self, states: Iterable[str] = (), steps: Iterable[str] = (), limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """Instances matching the filters, for ``status --state/--step`` and status.csv."""
+        where, args = [], []
+        for column, values in (("state", list(states)), ("step", list(steps))):
+            if values:
+                where.append(f"{column} IN ({', '.join('?' * len(values))})")
+                args.extend(values)
+        sql = (
+            "SELECT id, step, label, workspace, params, state, attempts, returncode, started, ended, pid, jobid, reason "
+            "FROM instances" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY id"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        columns = ("id", "step", "label", "workspace", "params", "state", "attempts", "returncode",
+                   "started", "ended", "pid", "jobid", "reason")
+        for row in self.db.execute(sql, args):
+            record = dict(zip(columns, row))
+            record["params"] = json.loads(record["params"] or "{}")
+            yield record
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: one fsync for a whole batch of writes."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,303 @@
+"""Expansion of a spec's steps over the parameter table into step instances.
+
+Maestro's semantics, kept exactly: a step expands over the parameters it uses, plus those
+of its non-funnel parents and of steps whose ``$(step.workspace)`` it reads; a step using
+none runs once; ``depends: [x_*]`` waits for every instance of ``x``; labels are the used
+parameters' labels sorted by name and joined with ``.``. Tokens are substituted in Maestro's
+order (env labels, dependencies, variables, then per combination ``$(P.label)``, ``$(P)``,
+``$(P.name)``, then ``$(x.workspace)``, ``$(WORKSPACE)`` and ``$(LAUNCHER)``); unknown
+``$(...)`` text is left alone because it is usually shell command substitution.
+
+Instances are produced by a generator: the plan holds per step only the distinct parameter
+keys (to find parents), never the text of every instance.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from legato.errors import LegatoError
+from legato.parameters import ParameterTable
+from legato.spec import Dependency, Spec, Step, find_cycle
+from legato.workspace import DEFAULT_FANOUT, StepLayout
+
+WORKSPACE_TOKEN = re.compile(r"\$\(([^$()\s]+)\.workspace\)")
+RESOURCE_KEYS = ("nodes", "procs", "gpus", "cores per task", "walltime", "exclusive")
+Launcher = Callable[[Mapping[str, Any]], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One step run for one parameter combination: what the workspace, executor and store need."""
+
+    id: int
+    step: str
+    label: str
+    workspace: str  # relative to the study folder
+    params: dict[str, str]
+    script: str
+    restart: str | None
+    parents: tuple[int, ...]  # instance ids of non-funnel parents (funnels are per step)
+    resources: dict[str, Any]
+
+
+@dataclass
+class StepPlan:
+    """A step after env substitution, with what it expands over and where its instances go."""
+
+    step: Step
+    run: dict[str, Any]
+    params: tuple[str, ...]
+    parents: tuple[Dependency, ...]
+    rows: list[int] = field(default_factory=list)  # representative combination of each instance
+    keys: dict[tuple[str, ...], int] = field(default_factory=dict)  # parameter key -> local index
+    first_id: int = 1
+    layout: StepLayout | None = None
+
+    @property
+    def name(self) -> str:
+        return self.step.name
+
+    @property
+    def count(self) -> int:
+        return len(self.rows)
+
+    @property
+    def funnel_parents(self) -> list[str]:
+        return [dep.step for dep in self.parents if dep.funnel]
+
+
+def study_env(spec: Spec, root: Path) -> dict[str, str]:
+    """The env entries as tokens see them, variables resolved against earlier ones.
+
+    OUTPUT_PATH becomes the study folder and SPECROOT the spec's folder, as in Maestro.
+    """
+    variables: dict[str, str] = {}
+    for name, value in spec.variables.items():
+        if name != "OUTPUT_PATH":
+            variables[name] = substitute(value, variables)
+    variables["OUTPUT_PATH"] = str(root)
+    variables["SPECROOT"] = str(spec.path.parent)
+    for dep in spec.dependencies.get("paths") or ():
+        variables[dep["name"]] = dep["path"]
+    for dep in spec.dependencies.get("git") or ():
+        variables[dep["name"]] = str(Path(dep["path"]) / dep["name"])
+    labels = {name: substitute(value, variables) for name, value in spec.labels.items()}
+    return {**labels, **variables}
+
+
+def substitute(text: str, tokens: Mapping[str, str]) -> str:
+    """Plain ``$(NAME)`` replacement; tokens that are not known stay as they are."""
+    if "$(" not in text:
+        return text
+    return _TOKEN.sub(lambda m: tokens.get(m.group(1), m.group(0)), text)
+
+
+_TOKEN = re.compile(r"\$\(([^$()\s]+)\)")
+
+
+def _map_strings(value: Any, function: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return function(value)
+    if isinstance(value, list):
+        return [_map_strings(item, function) for item in value]
+    if isinstance(value, dict):
+        return {key: _map_strings(item, function) for key, item in value.items()}
+    return value
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+
+
+class StudyPlan:
+    """The expanded study: step order, instance counts and a streaming instance generator."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        table: ParameterTable,
+        root: Path,
+        layout: str = "tree",
+        fanout: int = DEFAULT_FANOUT,
+        launcher: Launcher | None = None,
+    ) -> None:
+        self.spec = spec
+        self.table = table
+        self.root = Path(root)
+        self.env = study_env(spec, self.root)
+        self.launcher = launcher or (lambda resources: "")
+        self.steps = self._order([self._plan_step(step) for step in spec.steps])
+        self._expand_params()
+        self._enumerate(layout, fanout)
+
+    @property
+    def total(self) -> int:
+        return sum(step.count for step in self.steps)
+
+    def _plan_step(self, step: Step) -> StepPlan:
+        run = _map_strings(step.run, lambda text: substitute(text, self.env))
+        used = _used_parameters(self.table, [step.name, step.description, run])
+        parents = list(step.depends)
+        known = {dep.step for dep in parents}
+        for text in (run["cmd"], run.get("restart") or ""):
+            for target in WORKSPACE_TOKEN.findall(text):
+                if target not in {s.name for s in self.spec.steps}:
+                    raise LegatoError(f"{self.spec.path.name}: step {step.name!r}: $({target}.workspace) names no step")
+                if target not in known and target != step.name:
+                    parents.append(Dependency(target, False))  # reading its workspace means waiting for it
+                    known.add(target)
+        return StepPlan(step, run, tuple(sorted(used)), tuple(parents))
+
+    def _order(self, plans: list[StepPlan]) -> list[StepPlan]:
+        """Parents before children, otherwise in spec order."""
+        by_name = {plan.name: plan for plan in plans}
+        cycle = find_cycle({plan.name: [dep.step for dep in plan.parents] for plan in plans})
+        if cycle:
+            raise LegatoError(f"{self.spec.path.name}: study: cyclic dependency: {' -> '.join(cycle)}")
+        ordered: list[StepPlan] = []
+        placed: set[str] = set()
+
+        def place(plan: StepPlan) -> None:
+            for dep in plan.parents:
+                if dep.step not in placed:
+                    place(by_name[dep.step])
+            if plan.name not in placed:
+                placed.add(plan.name)
+                ordered.append(plan)
+
+        for plan in plans:
+            place(plan)
+        return ordered
+
+    def _expand_params(self) -> None:
+        by_name = {plan.name: plan for plan in self.steps}
+        for plan in self.steps:
+            params = set(plan.params)
+            for dep in plan.parents:
+                if not dep.funnel:
+                    params.update(by_name[dep.step].params)
+            plan.params = tuple(sorted(params))
+
+    def _enumerate(self, layout: str, fanout: int) -> None:
+        next_id = 1
+        for plan in self.steps:
+            plan.first_id = next_id
+            if not plan.params or self.table.length == 0:
+                plan.rows = [0]
+            else:
+                columns = [self.table.values[name] for name in plan.params]
+                for row in range(self.table.length):
+                    key = tuple(column[row] for column in columns)
+                    if key not in plan.keys:
+                        plan.keys[key] = len(plan.rows)
+                        plan.rows.append(row)
+            plan.layout = StepLayout(plan.name, plan.count, layout, fanout)
+            next_id += plan.count
+
+    def label(self, plan: StepPlan, row: int) -> str:
+        return ".".join(self.table.label(name, row) for name in plan.params)
+
+    def workspace(self, plan: StepPlan, local: int) -> str:
+        """Relative folder of instance ``local`` of ``plan`` (the step folder for unparameterized steps)."""
+        return plan.layout.path(local, self.label(plan, plan.rows[local]) if plan.params else "")
+
+    def _local_index(self, plan: StepPlan, row: int) -> int:
+        if not plan.params:
+            return 0
+        return plan.keys[tuple(self.table.values[name][row] for name in plan.params)]
+
+    def instances(self) -> Iterator[Instance]:
+        """Every instance, parents before children, rendered one at a time."""
+        by_name = {plan.name: plan for plan in self.steps}
+        for plan in self.steps:
+            renderer = _Renderer(self, plan, by_name)
+            for local, row in enumerate(plan.rows):
+                yield renderer.render(local, row)
+
+    def manifest(self, plan: StepPlan) -> Iterator[str]:
+        """Absolute instance folders of a step, in instance order (the step's ``instances.txt``)."""
+        for local in range(plan.count):
+            yield str(self.root / self.workspace(plan, local))
+
+
+class _Renderer:
+    """Per-step token substitution, prepared once so each instance costs a few string joins."""
+
+    def __init__(self, plan: StudyPlan, step: StepPlan, by_name: dict[str, StepPlan]) -> None:
+        self.study = plan
+        self.step = step
+        self.parents = [by_name[dep.step] for dep in step.parents if not dep.funnel]
+        self.funnels = {dep.step for dep in step.parents if dep.funnel}
+        self.by_name = by_name
+
+    def render(self, local: int, row: int) -> Instance:
+        study, step = self.study, self.step
+        table = study.table
+        params = {name: table.values[name][row] for name in step.params}
+        tokens: dict[str, str] = {}
+        for name in step.params:
+            tokens[f"{name}.label"] = table.label(name, row)
+            tokens[name] = params[name]
+            tokens[f"{name}.name"] = table.names[name]
+        run = _map_strings(step.run, lambda text: substitute(text, tokens)) if step.params else step.run
+        workspace = study.workspace(step, local)
+        tokens["WORKSPACE"] = str(study.root / workspace)
+        resources = {key: _resource(key, run[key], step.name) for key in RESOURCE_KEYS if key in run}
+        tokens["LAUNCHER"] = study.launcher(resources)
+        workspaces = _WorkspaceTokens(self, row)
+        script = _render_command(run["cmd"], tokens, workspaces)
+        restart = _render_command(run["restart"], tokens, workspaces) if run.get("restart") else None
+        parents = tuple(parent.first_id + study._local_index(parent, row) for parent in self.parents)
+        return Instance(
+            step.first_id + local, step.name, study.label(step, row) if step.params else "", workspace,
+            params, script, restart, parents, resources,
+        )
+
+
+class _WorkspaceTokens:
+    """``$(x.workspace)`` for one instance: the matching instance of x, or x's step folder."""
+
+    def __init__(self, renderer: _Renderer, row: int) -> None:
+        self.renderer = renderer
+        self.row = row
+
+    def __call__(self, target: str) -> str:
+        study = self.renderer.study
+        plan = self.renderer.by_name[target]
+        if target in self.renderer.funnels or not plan.params:
+            return str(study.root / plan.layout.step)
+        return str(study.root / study.workspace(plan, study._local_index(plan, self.row)))
+
+
+def _render_command(text: str, tokens: dict[str, str], workspaces: _WorkspaceTokens) -> str:
+    text = WORKSPACE_TOKEN.sub(lambda m: workspaces(m.group(1)), text)
+    text = re.sub(r"\$\(LAUNCHER\)\[[^\]]*\]", lambda m: tokens["LAUNCHER"], text)
+    return substitute(text, tokens)
+
+
+def _used_parameters(table: ParameterTable, fields: list[Any]) -> set[str]:
+    if not table.values:
+        return set()
+    names = "|".join(re.escape(name) for name in sorted(table.values, key=len, reverse=True))
+    pattern = re.compile(rf"\$\(({names})(?:\.label|\.name)?\)")
+    return {match for text in _strings(fields) for match in pattern.findall(text)}
+
+
+def _resource(key: str, value: Any, step: str) -> Any:
+    """Resource keys may hold a parameter token; after substitution counts must be integers."""
+    if key in ("walltime", "exclusive") or isinstance(value, (int, bool)):
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise LegatoError(f"step {step!r}: run.{key} is {value!r}, not a whole number") from None
