@@ -231,7 +231,7 @@ class StudyPlan:
 
 
 class _Renderer:
-    """Per-step token substitution, prepared once so each instance costs a few string joins."""
+    """Per-step token substitution, compiled once so that each instance costs a few joins."""
 
     def __init__(self, plan: StudyPlan, step: StepPlan, by_name: dict[str, StepPlan]) -> None:
         self.study = plan
@@ -239,29 +239,64 @@ class _Renderer:
         self.parents = [by_name[dep.step] for dep in step.parents if not dep.funnel]
         self.funnels = {dep.step for dep in step.parents if dep.funnel}
         self.by_name = by_name
+        self.cmd = _Template(step.run["cmd"])
+        self.restart = _Template(step.run["restart"]) if step.run.get("restart") else None
+        self.resources = {key: step.run[key] for key in RESOURCE_KEYS if key in step.run}
+        self.root = str(plan.root)
+        table = plan.table
+        self.columns = [(name, table.values[name]) for name in step.params]
 
     def render(self, local: int, row: int) -> Instance:
         study, step = self.study, self.step
         table = study.table
-        params = {name: table.values[name][row] for name in step.params}
-        tokens: dict[str, str] = {}
-        for name in step.params:
-            tokens[f"{name}.label"] = table.label(name, row)
-            tokens[name] = params[name]
+        params = {name: values[row] for name, values in self.columns}
+        labels = [table.label(name, row) for name in step.params]
+        label = ".".join(labels)
+        workspace = step.layout.path(local, label) if step.params else step.layout.step
+        tokens: dict[str, str] = {"WORKSPACE": f"{self.root}/{workspace}"}
+        for (name, _), value, text in zip(self.columns, params.values(), labels):
+            tokens[name] = value
+            tokens[f"{name}.label"] = text
             tokens[f"{name}.name"] = table.names[name]
-        run = _map_strings(step.run, lambda text: substitute(text, tokens)) if step.params else step.run
-        workspace = study.workspace(step, local)
-        tokens["WORKSPACE"] = str(study.root / workspace)
-        resources = {key: _resource(key, run[key], step.name) for key in RESOURCE_KEYS if key in run}
+        resources = {
+            key: _resource(key, substitute(value, tokens) if isinstance(value, str) else value, step.name)
+            for key, value in self.resources.items()
+        }
         tokens["LAUNCHER"] = study.launcher(resources)
         workspaces = _WorkspaceTokens(self, row)
-        script = _render_command(run["cmd"], tokens, workspaces)
-        restart = _render_command(run["restart"], tokens, workspaces) if run.get("restart") else None
+        script = self.cmd.render(tokens, workspaces)
+        restart = self.restart.render(tokens, workspaces) if self.restart else None
         parents = tuple(parent.first_id + study._local_index(parent, row) for parent in self.parents)
-        return Instance(
-            step.first_id + local, step.name, study.label(step, row) if step.params else "", workspace,
-            params, script, restart, parents, resources,
-        )
+        return Instance(step.first_id + local, step.name, label, workspace, params, script, restart, parents, resources)
+
+
+class _Template:
+    """A command split once into literal text and ``$(...)`` tokens."""
+
+    _PART = re.compile(r"\$\(LAUNCHER\)\[[^\]]*\]|\$\(([^$()\s]+)\)")
+
+    def __init__(self, text: str) -> None:
+        self.parts: list[tuple[str, str | None]] = []  # (literal, token) pairs
+        position = 0
+        for match in self._PART.finditer(text):
+            token = match.group(1) or "LAUNCHER"
+            self.parts.append((text[position:match.start()], token))
+            position = match.end()
+        self.parts.append((text[position:], None))
+
+    def render(self, tokens: dict[str, str], workspaces: "_WorkspaceTokens") -> str:
+        out = []
+        for literal, token in self.parts:
+            out.append(literal)
+            if token is None:
+                continue
+            if token in tokens:
+                out.append(tokens[token])
+            elif token.endswith(".workspace") and token[:-10] in workspaces.renderer.by_name:
+                out.append(workspaces(token[:-10]))
+            else:
+                out.append(f"$({token})")  # not ours: most likely shell command substitution
+        return "".join(out)
 
 
 class _WorkspaceTokens:
@@ -275,14 +310,8 @@ class _WorkspaceTokens:
         study = self.renderer.study
         plan = self.renderer.by_name[target]
         if target in self.renderer.funnels or not plan.params:
-            return str(study.root / plan.layout.step)
-        return str(study.root / study.workspace(plan, study._local_index(plan, self.row)))
-
-
-def _render_command(text: str, tokens: dict[str, str], workspaces: _WorkspaceTokens) -> str:
-    text = WORKSPACE_TOKEN.sub(lambda m: workspaces(m.group(1)), text)
-    text = re.sub(r"\$\(LAUNCHER\)\[[^\]]*\]", lambda m: tokens["LAUNCHER"], text)
-    return substitute(text, tokens)
+            return f"{self.renderer.root}/{plan.layout.step}"
+        return f"{self.renderer.root}/{study.workspace(plan, study._local_index(plan, self.row))}"
 
 
 def _used_parameters(table: ParameterTable, fields: list[Any]) -> set[str]:

@@ -1,0 +1,349 @@
+"""Runs a prepared study's instance graph on an executor, recording every change in the store.
+
+The graph is held as flat arrays indexed by instance id (state code, parents still to
+finish, step), children lists only where an instance has any, and funnels per step, so a
+study of 10^5-10^6 instances fits in a few tens of MB. Scripts stay in the store and are
+read in chunks just before dispatch. State changes are written in one transaction per
+flush interval, so the conductor loop, not SQLite, sets the pace.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from array import array
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from legato.execute.local import Finished, LocalExecutor, Started, Task
+from legato.schedulers.base import parse_walltime
+from legato.store import Store
+
+PENDING, RUNNING, FINISHED, FAILED, TIMEDOUT, CANCELLED, SKIPPED = range(7)
+STATE_NAMES = ("pending", "running", "finished", "failed", "timedout", "cancelled", "skipped")
+_CODES = {name: code for code, name in enumerate(STATE_NAMES)}
+_FLUSH_SECONDS = 0.5
+_FLUSH_CHANGES = 5000
+_FETCH = 1000
+
+
+@dataclass
+class StepState:
+    """Per-step counters: what funnels wait for and what the progress display shows."""
+
+    name: str
+    first_id: int
+    count: int
+    funnel_children: list[int] = field(default_factory=list)  # step indexes
+    unfinished: int = 0
+    failed: int = 0
+    counts: list[int] = field(default_factory=lambda: [0] * len(STATE_NAMES))
+
+
+@dataclass
+class Outcome:
+    """How a conductor run ended, for the CLI's summary and exit status."""
+
+    root: Path
+    counts: dict[str, int]
+    seconds: float
+    failures: list[dict]
+    cancelled: bool = False
+    log: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(self.counts.get(state, 0) == 0 for state in STATE_NAMES if state != "finished")
+
+    def summary(self) -> list[str]:
+        if self.log:
+            return [f"conductor started in the background; log: {self.log}", f"follow it with: legato status {self.root}"]
+        done = ", ".join(f"{n} {state}" for state, n in self.counts.items() if n)
+        lines = [f"{'cancelled' if self.cancelled else 'done'} in {self.seconds:.1f} s: {done or 'nothing to run'}"]
+        for failure in self.failures[:10]:
+            lines.append(f"  {failure['state']}: {failure['where']} (stdout {failure['stdout']}, stderr {failure['stderr']})")
+        if len(self.failures) > 10:
+            lines.append(f"  ... and {len(self.failures) - 10} more: legato status {self.root} --state failed")
+        return lines
+
+
+class Conductor:
+    """One conductor per study folder; ``run()`` returns when nothing more can run."""
+
+    def __init__(
+        self,
+        root: Path,
+        store: Store,
+        executor: LocalExecutor,
+        *,
+        throttle: int = 0,
+        attempts: int = 1,
+        on_progress: Callable[["Conductor"], None] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.store = store
+        self.executor = executor
+        self.throttle = throttle
+        self.attempts = attempts
+        self.on_progress = on_progress
+        self.cancel_requested = False
+        self._cancelling = False
+        self.total_slots = executor.free_slots
+        self.started_at = time.time()
+        self._changes: list[dict] = []
+        self._last_flush = time.monotonic()
+        self._ready: deque[int] = deque()
+        self._fetched: dict[int, tuple[str, str, str | None]] = {}
+        self._in_flight: dict[int, int] = {}  # id -> slots
+        self._load()
+
+    # -- loading the graph --------------------------------------------------------------------
+    def _load(self) -> None:
+        steps = self.store.steps()
+        self.steps = [StepState(s["name"], s["first_id"], s["instances"]) for s in steps]
+        index = {s.name: i for i, s in enumerate(self.steps)}
+        for i, s in enumerate(steps):
+            for parent in s["funnel_parents"]:
+                self.steps[index[parent]].funnel_children.append(i)
+        size = sum(s.count for s in self.steps) + 1
+        self.state = bytearray(size)
+        self.waiting = array("i", bytes(4 * size))
+        self.attempts_done = array("H", bytes(2 * size))
+        self.step_of = array("H", bytes(2 * size))
+        self.slots = array("H", [1]) * size
+        self.children: dict[int, list[int]] = {}
+        self.walltime: dict[int, float] = {}
+        parents_of: dict[int, list[int]] = {}
+        cursor = self.store.db.execute("SELECT id, step, state, attempts, parents, resources FROM instances")
+        for id_, step, state, attempts, parents, resources in cursor:
+            self.state[id_] = _CODES[state]
+            self.attempts_done[id_] = attempts
+            self.step_of[id_] = index[step]
+            if parents:
+                parents_of[id_] = json.loads(parents)
+                for parent in parents_of[id_]:
+                    self.children.setdefault(parent, []).append(id_)
+            if resources:
+                self._resources(id_, json.loads(resources))
+        self._reset_interrupted()
+        self._count()
+        self._seed(parents_of)
+
+    def _resources(self, id_: int, resources: dict) -> None:
+        self.slots[id_] = max(1, min(int(resources.get("procs") or 1), self.total_slots))
+        seconds = parse_walltime(resources.get("walltime"))
+        if seconds:
+            self.walltime[id_] = float(seconds)
+
+    def _reset_interrupted(self) -> None:
+        """Instances left running or cancelled by an earlier conductor run again; skips are re-derived."""
+        for id_ in range(1, len(self.state)):
+            if self.state[id_] in (RUNNING, CANCELLED, SKIPPED):
+                self.state[id_] = PENDING
+                self._change(id_, state="pending", pid=None, started=None, reason=None)
+
+    def _count(self) -> None:
+        for id_ in range(1, len(self.state)):
+            step = self.steps[self.step_of[id_]]
+            step.counts[self.state[id_]] += 1
+            if self.state[id_] == PENDING:
+                step.unfinished += 1
+            elif self.state[id_] in (FAILED, TIMEDOUT):
+                step.failed += 1
+
+    def _seed(self, parents_of: dict[int, list[int]]) -> None:
+        """Work out what each pending instance still waits for, skipping those that can never run."""
+        funnel_parents: dict[int, list[int]] = {}
+        for i, step in enumerate(self.steps):
+            for child in step.funnel_children:
+                funnel_parents.setdefault(child, []).append(i)
+        for id_ in range(1, len(self.state)):
+            if self.state[id_] != PENDING:
+                continue
+            blocked = False
+            for parent in parents_of.get(id_, ()):
+                if self.state[parent] in (FAILED, TIMEDOUT, SKIPPED):
+                    blocked = True
+                elif self.state[parent] != FINISHED:
+                    self.waiting[id_] += 1
+            for parent_step in funnel_parents.get(self.step_of[id_], ()):
+                step = self.steps[parent_step]
+                if step.failed:
+                    blocked = True
+                elif step.unfinished:
+                    self.waiting[id_] += 1
+            if blocked:
+                self._skip(id_, "a step it depends on failed")
+            elif self.waiting[id_] == 0:
+                self._ready.append(id_)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while self._ready or self._in_flight:
+                if self.cancel_requested and not self._cancelling:
+                    self._cancel()
+                self._dispatch()
+                events = self.executor.poll(0.25 if self._in_flight else 0)
+                for event in events:
+                    self._handle(event)
+                self._maybe_flush()
+                if self.on_progress:
+                    self.on_progress(self)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.flush()
+        return self.outcome()
+
+    def _on_signal(self, signum, frame) -> None:
+        self.cancel_requested = True
+
+    def request_cancel(self) -> None:
+        self.cancel_requested = True
+
+    def _cancel(self) -> None:
+        """Stop dispatching; terminate what runs. Pending instances stay pending, for --resume."""
+        self._cancelling = True
+        self._ready.clear()
+        self.executor.cancel()
+
+    def _dispatch(self) -> None:
+        while self._ready:
+            if self.throttle and len(self._in_flight) >= self.throttle:
+                return
+            id_ = self._ready[0]
+            if self.slots[id_] > self.executor.free_slots:
+                return
+            self._ready.popleft()
+            workspace, script, restart = self._script(id_)
+            if self.attempts_done[id_] and restart:
+                script = restart  # Maestro's restart command, used on a retry where given
+            folder = self.root / workspace
+            step = self.steps[self.step_of[id_]].name
+            self.executor.submit(Task(
+                key=id_, script=script, cwd=str(folder), stdout=str(folder / f"{step}.out"),
+                stderr=str(folder / f"{step}.err"), slots=self.slots[id_], walltime=self.walltime.get(id_),
+            ))
+            self._in_flight[id_] = self.slots[id_]
+
+    def _script(self, id_: int) -> tuple[str, str, str | None]:
+        """Read scripts from the store a chunk of ready instances at a time."""
+        if id_ not in self._fetched:
+            wanted = [id_] + [i for i in list(self._ready)[: _FETCH - 1] if i not in self._fetched]
+            marks = ", ".join("?" * len(wanted))
+            for row in self.store.db.execute(
+                f"SELECT id, workspace, script, restart FROM instances WHERE id IN ({marks})", wanted
+            ):
+                self._fetched[row[0]] = row[1:]
+        return self._fetched.pop(id_)
+
+    def _handle(self, event: Started | Finished) -> None:
+        if isinstance(event, Started):
+            self._move(event.key, RUNNING)
+            self._change(event.key, state="running", pid=event.pid, started=event.time)
+            return
+        id_ = event.key
+        self._in_flight.pop(id_, None)
+        attempts = self.attempts_done[id_] + 1
+        self.attempts_done[id_] = attempts
+        common = dict(returncode=event.returncode, ended=event.ended, started=event.started, attempts=attempts)
+        if event.cancelled:
+            self._move(id_, CANCELLED)
+            self._change(id_, state="cancelled", reason="cancelled", **common)
+        elif event.returncode == 0 and not event.timed_out:
+            self._move(id_, FINISHED)
+            self._change(id_, state="finished", reason=None, **common)
+            self._release(id_)
+        elif attempts < self.attempts and not self.cancel_requested:
+            self._move(id_, PENDING)
+            reason = "timed out" if event.timed_out else f"exit code {event.returncode}"
+            self._change(id_, state="pending", reason=f"attempt {attempts} {reason}; retrying", **common)
+            self._ready.append(id_)
+        else:
+            final = TIMEDOUT if event.timed_out else FAILED
+            self._move(id_, final)
+            reason = "walltime exceeded" if event.timed_out else f"exit code {event.returncode}"
+            self._change(id_, state=STATE_NAMES[final], reason=reason, **common)
+            self._fail(id_)
+
+    def _move(self, id_: int, new: int) -> None:
+        step = self.steps[self.step_of[id_]]
+        step.counts[self.state[id_]] -= 1
+        step.counts[new] += 1
+        self.state[id_] = new
+
+    def _release(self, id_: int) -> None:
+        for child in self.children.get(id_, ()):
+            self._one_less(child)
+        step = self.steps[self.step_of[id_]]
+        step.unfinished -= 1
+        if step.unfinished == 0 and not step.failed:
+            for child_step in step.funnel_children:
+                for child in self._instances_of(child_step):
+                    self._one_less(child)
+
+    def _one_less(self, child: int) -> None:
+        if self.state[child] != PENDING:
+            return
+        self.waiting[child] -= 1
+        if self.waiting[child] == 0:
+            self._ready.append(child)
+
+    def _fail(self, id_: int) -> None:
+        """A final failure skips every instance that depends on it, directly or through a funnel."""
+        step = self.steps[self.step_of[id_]]
+        step.unfinished -= 1
+        step.failed += 1
+        doomed = list(self.children.get(id_, ()))
+        if step.failed == 1:
+            for child_step in step.funnel_children:
+                doomed.extend(self._instances_of(child_step))
+        for child in doomed:
+            if self.state[child] == PENDING:
+                self._skip(child, f"{step.name} instance {id_} failed")
+
+    def _skip(self, id_: int, reason: str) -> None:
+        self._move(id_, SKIPPED)
+        self._change(id_, state="skipped", reason=reason)
+        self._fail(id_)
+
+    def _instances_of(self, step_index: int) -> range:
+        step = self.steps[step_index]
+        return range(step.first_id, step.first_id + step.count)
+
+    # -- store writes -------------------------------------------------------------------------
+    def _change(self, id_: int, **columns) -> None:
+        columns["id"] = id_
+        self._changes.append(columns)
+
+    def _maybe_flush(self) -> None:
+        if len(self._changes) >= _FLUSH_CHANGES or time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        self.store.update_many(self._changes)
+        self._changes = []
+        self._last_flush = time.monotonic()
+
+    # -- results ------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        totals = [0] * len(STATE_NAMES)
+        for step in self.steps:
+            for code, n in enumerate(step.counts):
+                totals[code] += n
+        return {name: totals[code] for code, name in enumerate(STATE_NAMES)}
+
+    def outcome(self) -> Outcome:
+        failures = []
+        for record in self.store.select(states=("failed", "timedout"), limit=11):
+            folder = self.root / record["workspace"]
+            failures.append({
+                "state": record["state"], "where": f"{record['step']}/{record['label'] or '-'}",
+                "stdout": folder / f"{record['step']}.out", "stderr": folder / f"{record['step']}.err",
+            })
+        return Outcome(self.root, self.counts(), time.time() - self.started_at, failures, self.cancel_requested)
+
