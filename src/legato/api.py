@@ -49,20 +49,21 @@ def prepare(
     replace: bool = False,
     write_scripts: bool = False,
     launcher=None,
+    table: parameters.ParameterTable | None = None,
 ) -> PreparedStudy:
     """Expand a spec into a study folder: workspace folders, manifests and the store.
 
     ``replace`` removes an existing ``out`` folder first (Maestro's ``-y``); without it an
-    existing non-empty ``out`` is an error so that no earlier results are lost.
+    existing non-empty ``out`` is an error so that no earlier results are lost. ``table``
+    replaces the spec's parameters (a campaign's batch of rows).
     """
     spec = load_spec(spec_path)
     pargs = parameters.parse_pargs(pargs)
     if pargs and not pgen:
         raise LegatoError("--pargs needs --pgen (the pargs are arguments of the pgen)")
     root = study_folder(spec.variables.get("OUTPUT_PATH"), spec.name, str(out) if out else None)
-    table = (
-        parameters.from_pgen(pgen, study_env(spec, root), pargs) if pgen else parameters.from_spec(spec)
-    )
+    if table is None:
+        table = parameters.from_pgen(pgen, study_env(spec, root), pargs) if pgen else parameters.from_spec(spec)
     plan = StudyPlan(spec, table, root, layout=layout, fanout=fanout, launcher=launcher)
     _make_root(root, replace)
     shutil.copy2(spec.path, root / spec.path.name)
@@ -71,9 +72,10 @@ def prepare(
     with Store.of_study(root, create=True) as store:
         store.set_meta(
             name=spec.name, spec=str(root / spec.path.name), layout=layout, fanout=fanout,
-            parameters=table.length, batch=spec.batch, state="prepared",
+            parameters=table.length, batch=spec.batch, state="preparing",
         )
         _write_plan(plan, store, write_scripts)
+        store.set_meta(state="prepared")
     return PreparedStudy(root, spec.name, tuple((step.name, step.count) for step in plan.steps), table.length)
 
 
@@ -97,12 +99,17 @@ def _write_plan(plan: StudyPlan, store: Store, write_scripts: bool) -> None:
     with store.transaction():
         for position, step in enumerate(plan.steps):
             store.add_step(step.name, position, step.first_id, step.count, step.funnel_parents, step.layout.step)
+    with store.transaction():
+        table = plan.table
+        store.add_rows(
+            (row, table.index[row] if table.index else None, json.dumps(table.row(row))) for row in range(table.length)
+        )
     with _FolderMaker() as folders:
         chunk: list[tuple] = []
         for instance in plan.instances():
             folders.make(f"{plan.root}/{instance.workspace}", instance if write_scripts else None)
             chunk.append((
-                instance.id, instance.step, instance.label, instance.workspace,
+                instance.id, instance.step, instance.label, instance.row, instance.workspace,
                 json.dumps(instance.params) if instance.params else None, instance.script, instance.restart,
                 json.dumps(instance.resources) if instance.resources else None,
                 json.dumps(instance.parents) if instance.parents else None,
@@ -265,30 +272,53 @@ def _detach(root: Path, jobs: int | None, throttle: int, attempts: int):
 
 
 def cancel(root: str | os.PathLike, wait: float = 60.0) -> str:
-    """Stop the study's conductor (it terminates its running instances and records them)."""
+    """Stop the conductor of a study or campaign (it terminates its running instances and records them)."""
+    root = Path(root).absolute()
+    if (root / "campaign.db").is_file():
+        return _cancel_campaign(root, wait)
+    with Store.of_study(root) as store:
+        meta = store.meta()
+        if _signal_holder(root / LOCK_NAME, meta.get("conductor_pid"), wait):
+            return f"cancelled: the conductor of {root} stopped"
+        return _cancel_orphans(root, store, meta)
+
+
+def _signal_holder(lock_path: Path, pid: int | None, wait: float) -> bool:
+    """SIGTERM the process holding ``lock_path`` and wait for it to let go; False if nobody held it."""
     import signal
-    import time
 
     from filelock import FileLock, Timeout
 
-    root = Path(root).absolute()
-    with Store.of_study(root) as store:
-        meta = store.meta()
-        lock = FileLock(root / LOCK_NAME)
+    lock = FileLock(lock_path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        os.kill(int(pid), signal.SIGTERM)
         try:
-            lock.acquire(timeout=0)
+            lock.acquire(timeout=wait)
         except Timeout:
-            os.kill(int(meta["conductor_pid"]), signal.SIGTERM)
-            try:
-                lock.acquire(timeout=wait)
-            except Timeout:
-                raise LegatoError(f"{root}: the conductor did not stop within {wait:.0f} s") from None
-            lock.release()
-            return f"cancelled: the conductor of {root} stopped"
-        try:
-            return _cancel_orphans(root, store, meta)
-        finally:
-            lock.release()
+            raise LegatoError(f"{lock_path.parent}: the conductor did not stop within {wait:.0f} s") from None
+        lock.release()
+        return True
+    lock.release()
+    return False
+
+
+def _cancel_campaign(folder: Path, wait: float) -> str:
+    from legato.campaign import Ledger
+
+    ledger = Ledger(folder)
+    try:
+        pid = ledger.get("pid")
+        running = [b for b in ledger.batches(unfinished=True)]
+    finally:
+        ledger.close()
+    if _signal_holder(folder / CAMPAIGN_LOCK, pid, wait):
+        return f"cancelled: the campaign in {folder} stopped; continue it with: legato batch --resume {folder}"
+    for batch in running:
+        if (batch.study / "legato.db").is_file():
+            cancel(batch.study, wait)
+    return f"no campaign process was running {folder}"
 
 
 def _cancel_orphans(root: Path, store: Store, meta: dict) -> str:
@@ -308,3 +338,140 @@ def _write_status_csv(root: Path, store: Store) -> None:
 
     with open(root / "status.csv", "w", newline="") as stream:
         write_status_csv(store, stream)
+
+
+CAMPAIGN_LOCK = ".campaign.lock"
+
+
+def batch(options, *, out: str | os.PathLike | None = None, jobs: int | None = None, throttle: int = 0,
+          attempts: int = 1, log=print):
+    """Start a batch campaign (``legato batch``): returns its ``CampaignOutcome``."""
+    from dataclasses import replace as with_changes
+
+    from legato.campaign import Ledger, save_options
+
+    spec = load_spec(options.spec)
+    folder = study_folder(spec.variables.get("OUTPUT_PATH"), spec.name, str(out) if out else None)
+    if folder.exists() and any(folder.iterdir()):
+        raise LegatoError(f"{folder}: the campaign folder exists and is not empty (resume it with: legato batch --resume {folder})")
+    options = with_changes(
+        options, spec=str(spec.path), pgen=_absolute(options.pgen), rows=_absolute_rows(options.rows),
+        archive=_absolute(options.archive),
+    )
+    if options.pgen is None and options.rows is None:
+        raise LegatoError("legato batch needs rows: --rows SOURCE (CSV file or SQL URL) or --pgen FILE")
+    if options.pgen and not Path(options.pgen).is_file():
+        raise LegatoError(f"{options.pgen}: no such pgen file")
+    folder.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(folder, create=True)
+    save_options(ledger, options)
+    ledger.set(name=spec.name, state="running")
+    ledger.close()
+    return resume_batch(folder, jobs=jobs, throttle=throttle, attempts=attempts, log=log)
+
+
+def resume_batch(folder: str | os.PathLike, *, jobs: int | None = None, throttle: int = 0, attempts: int = 1,
+                 retry_failed: bool = False, log=print):
+    """Continue a campaign exactly where it stopped."""
+    from filelock import FileLock, Timeout
+
+    from legato.campaign import Campaign, Ledger, options_of
+
+    folder = Path(folder).absolute()
+    ledger = Ledger(folder)
+    lock = FileLock(folder / CAMPAIGN_LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        ledger.close()
+        raise LegatoError(f"{folder}: the campaign is already running (see legato status {folder})") from None
+    cwd = os.getcwd()
+    try:
+        options = options_of(ledger)
+        os.chdir(options.cwd)  # relative paths in pargs (a pgen's CSV) mean what they meant at the start
+        ledger.set(pid=os.getpid(), state="running")
+        outcome = Campaign(folder, options, ledger, jobs, throttle, attempts, log).run(retry_failed)
+        ledger.set(state="finished" if outcome.ok else ("stopped" if outcome.stopped else "failed"))
+        return outcome
+    finally:
+        os.chdir(cwd)
+        ledger.close()
+        lock.release()
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).absolute()) if path else None
+
+
+def _absolute_rows(rows: str | None) -> str | None:
+    """A CSV path is made absolute; a URL is kept as given (sqlite:/// paths resolve from the start folder)."""
+    return rows if rows is None or "://" in rows else _absolute(rows)
+
+
+def export_results(folder: str | os.PathLike, path: str, fmt: str) -> int:
+    """Write a campaign's results (the rows its harvests committed) as CSV or Parquet."""
+    from legato.campaign import Ledger, options_of
+    from legato.harvest import ResultSink
+
+    folder = Path(folder).absolute()
+    ledger = Ledger(folder)
+    try:
+        url = options_of(ledger).results or f"sqlite:///{folder / 'results.db'}"
+    finally:
+        ledger.close()
+    sink = ResultSink(url)
+    try:
+        return sink.export(folder.name, path, fmt)
+    finally:
+        sink.close()
+
+
+def archive_list(folder: str | os.PathLike, label: str | None = None) -> list[str]:
+    """Each archive with its size and instance count, or the files one instance left in its archive."""
+    from legato.archive import list_members
+    from legato.diskguard import human_size
+
+    if label is None:
+        return [f"{archive}  {human_size(size or 0)}  {members} members  (batch {number})"
+                for number, archive, size, members in _ledger_rows(
+                    folder, "SELECT number, archive, archive_bytes, members FROM batches WHERE archive IS NOT NULL ORDER BY number")]
+    archive, workspace = _locate(folder, label)
+    return [f"{size:>12}  {name}" for name, size in list_members(archive, workspace + "/")]
+
+
+def archive_get(folder: str | os.PathLike, label: str, file: str | None, dest: str) -> list[str]:
+    """Extract one instance's folder (or one file of it) from its batch archive into ``dest``."""
+    from legato.archive import extract
+
+    archive, workspace = _locate(folder, label)
+    written = extract(archive, f"{workspace}/{file}" if file else f"{workspace}/", dest)
+    if not written:
+        raise LegatoError(f"{label}: no {file!r} in its archive {archive}" if file else f"{label}: nothing archived")
+    return written
+
+
+def _locate(folder: str | os.PathLike, label: str) -> tuple[str, str]:
+    """``LABEL`` or ``STEP/LABEL`` -> (archive path, workspace inside it), using the ledger."""
+    step, _, name = label.rpartition("/")
+    sql = ("SELECT b.archive, i.workspace, i.step, b.number FROM instances i JOIN batches b ON b.number = i.batch "
+           "WHERE i.label = ? AND i.state != 'retried'" + (" AND i.step = ?" if step else ""))
+    matches = _ledger_rows(folder, sql, (name, step) if step else (name,))
+    if not matches:
+        raise LegatoError(f"{label}: no such instance in {folder}")
+    if len(matches) > 1:
+        where = ", ".join(f"{s}/{name} in batch {n}" for _, _, s, n in matches[:5])
+        raise LegatoError(f"{label}: several instances match ({where}); name it as STEP/LABEL")
+    archive, workspace, _, number = matches[0]
+    if not archive:
+        raise LegatoError(f"{label}: batch {number} has no archive (--no-archive, or not archived yet)")
+    return archive, workspace
+
+
+def _ledger_rows(folder: str | os.PathLike, sql: str, args: tuple = ()) -> list[tuple]:
+    from legato.campaign import Ledger
+
+    ledger = Ledger(Path(folder).absolute())
+    try:
+        return ledger.db.execute(sql, args).fetchall()
+    finally:
+        ledger.close()

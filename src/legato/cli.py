@@ -138,3 +138,95 @@ def cancel(folder, yes) -> None:
     from legato import api
 
     click.echo(api.cancel(folder))
+
+
+@main.command("batch")
+@click.argument("spec", type=click.Path(), required=False)
+@_study_options
+@click.option("-b", "--batch-size", type=click.IntRange(min=1), help="Rows per batch.")
+@click.option("-o", "--out", type=click.Path(file_okay=False), help="Campaign folder, used exactly.")
+@click.option("--rows", help="Row source: a CSV file, sqlite:///f.db?table=T or postgresql://...?table=T|query=...")
+@click.option("--index", help="Index column of --rows: names each row in the results, is no parameter.")
+@click.option("--max-rows", type=click.IntRange(min=1), help="Stop after this many rows.")
+@click.option("--results", "results_url", help="Results database URL (default: results.db in the campaign folder).")
+@click.option("--result", "result_files", multiple=True, metavar="STEP:FILE[:FORMAT]",
+              help="A results file a step writes (json, kv or csv; repeatable).")
+@click.option("--archive", type=click.Path(file_okay=False), help="Folder for batch archives (default: archives/ in the campaign).")
+@click.option("--archive-format", type=click.Choice(["tar.gz", "tar.zst"]), default="tar.gz", show_default=True)
+@click.option("--no-archive", is_flag=True, help="Only harvest, then delete each batch workspace.")
+@click.option("--keep-workspace", is_flag=True, help="Keep each batch workspace after archiving.")
+@click.option("--on-failure", type=click.Choice(["continue", "stop"]), default="continue", show_default=True)
+@click.option("--min-free", default="1G", show_default=True, help="Free space needed before each batch.")
+@click.option("--min-inodes", type=click.IntRange(min=0), default=100_000, show_default=True, help="Free inodes needed before each batch.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Cores to keep busy (default: all).")
+@click.option("-t", "--throttle", type=click.IntRange(min=0), default=0, help="At most N instances in flight.")
+@click.option("-a", "--attempts", type=click.IntRange(min=1), default=1, show_default=True, help="Tries per instance.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue a campaign folder.")
+@click.option("--retry-failed", is_flag=True, help="With --resume: run the failed rows again.")
+def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, index, max_rows, results_url, result_files,
+                  archive, archive_format, no_archive, keep_workspace, on_failure, min_free, min_inodes, jobs, throttle,
+                  attempts, resume_dir, retry_failed) -> None:
+    """Run SPEC over many parameter rows, --batch-size rows at a time: run, harvest, archive, clean."""
+    from legato import api
+    from legato.campaign import CampaignOptions
+    from legato.diskguard import parse_size
+
+    if resume_dir:
+        outcome = api.resume_batch(resume_dir, jobs=jobs, throttle=throttle, attempts=attempts, retry_failed=retry_failed,
+                                   log=click.echo)
+    else:
+        if not spec or not batch_size:
+            raise click.UsageError("legato batch needs SPEC and --batch-size (or --resume CAMPAIGN_DIR)")
+        if retry_failed:
+            raise click.UsageError("--retry-failed goes with --resume CAMPAIGN_DIR")
+        options = CampaignOptions(
+            spec=spec, batch_size=batch_size, pgen=pgen, pargs=list(pargs), rows=rows, index=index, max_rows=max_rows,
+            results=results_url, result_files=list(result_files), archive=archive, archive_format=archive_format,
+            no_archive=no_archive, keep_workspace=keep_workspace, on_failure=on_failure, min_free=parse_size(min_free),
+            min_inodes=min_inodes, layout=layout, fanout=fanout,
+        )
+        outcome = api.batch(options, out=out, jobs=jobs, throttle=throttle, attempts=attempts, log=click.echo)
+    _finish(outcome)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the results as CSV.")
+@click.option("--parquet", "parquet_path", type=click.Path(dir_okay=False), help="Write the results as Parquet.")
+def results(folder, csv_path, parquet_path) -> None:
+    """Export a campaign FOLDER's results table."""
+    from legato import api
+
+    if bool(csv_path) == bool(parquet_path):
+        raise click.UsageError("give one of --csv FILE or --parquet FILE")
+    path, fmt = (csv_path, "csv") if csv_path else (parquet_path, "parquet")
+    click.echo(f"{api.export_results(folder, path, fmt)} rows written to {path}")
+
+
+@main.group()
+def archive() -> None:
+    """Look into a campaign's batch archives."""
+
+
+@archive.command("ls")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.argument("label", required=False)
+def archive_ls(folder, label) -> None:
+    """List the archives of a campaign FOLDER, or the files of one instance LABEL."""
+    from legato import api
+
+    for line in api.archive_list(folder, label):
+        click.echo(line)
+
+
+@archive.command("get")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.argument("label")
+@click.argument("file", required=False)
+@click.option("-d", "--dest", type=click.Path(file_okay=False), default=".", show_default=True, help="Where to put them.")
+def archive_get(folder, label, file, dest) -> None:
+    """Bring back the files of instance LABEL (or just FILE) from a campaign FOLDER's archives."""
+    from legato import api
+
+    for path in api.archive_get(folder, label, file, dest):
+        click.echo(path)

@@ -92,7 +92,7 @@ class Conductor:
         self._cancelling = False
         self.total_slots = executor.free_slots
         self.started_at = time.time()
-        self._changes: list[dict] = []
+        self._changes: dict[int, dict] = {}  # id -> columns, merged until the next flush
         self._last_flush = time.monotonic()
         self._ready: deque[int] = deque()
         self._fetched: dict[int, tuple[str, str, str | None]] = {}
@@ -317,16 +317,15 @@ class Conductor:
 
     # -- store writes -------------------------------------------------------------------------
     def _change(self, id_: int, **columns) -> None:
-        columns["id"] = id_
-        self._changes.append(columns)
+        self._changes.setdefault(id_, {"id": id_}).update(columns)
 
     def _maybe_flush(self) -> None:
         if len(self._changes) >= _FLUSH_CHANGES or time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
-        self.store.update_many(self._changes)
-        self._changes = []
+        self.store.update_many(list(self._changes.values()))
+        self._changes = {}
         self._last_flush = time.monotonic()
 
     # -- results ------------------------------------------------------------------------------

@@ -24,6 +24,10 @@ class ParameterTable:
     values: dict[str, list[str]] = field(default_factory=dict)
     labels: dict[str, str | list[str]] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
+    index: list[str] | None = None  # a row source's index column: names rows in results, is no parameter
+
+    def row(self, index: int) -> dict[str, str]:
+        return {name: values[index] for name, values in self.values.items()}
 
     @property
     def length(self) -> int:
@@ -123,6 +127,8 @@ def _table_from_generator(path: Path, generator: Any) -> ParameterTable:
         label = labels.get(name)
         if isinstance(label, str) and "%%" not in label:
             raise LegatoError(f"{path.name}: parameter {name}: label {label!r} has no '%%'")
+        if isinstance(label, (list, tuple)) and len(label) != lengths[name]:
+            raise LegatoError(f"{path.name}: parameter {name}: {len(label)} labels for {lengths[name]} values")
         table.add(name, values, label, names.get(name))
     return table
 

@@ -41,7 +41,7 @@ class Combination:
         return ".".join(str(self._params[key]["label"]) for key in sorted(params))
 
     def get_param_values(self, params) -> Iterator[tuple[str, Any]]:
-        for key in sorted(params):
+        for key in params:  # in the caller's order, unlike get_param_string (Maestro does the same)
             yield key, self._params[key]["value"]
 
     def __str__(self) -> str:
@@ -148,6 +148,9 @@ def install() -> list[str]:
             module.Combination = Combination
             sys.modules[path] = module
             added.append(path)
+        parent, _, child = path.rpartition(".")
+        if parent:  # ``import maestrowf.datastructures.core`` then reaches it through attributes
+            setattr(sys.modules[parent], child, sys.modules[path])
     return added
 
 

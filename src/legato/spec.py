@@ -150,7 +150,8 @@ def _reason(error) -> str:
     if error.validator == "anyOf":
         return f"{error.instance!r} is not valid here ({_expected(error)})"
     if error.validator == "type":
-        return f"must be of type {error.validator_value}, not {type(error.instance).__name__}"
+        kinds = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        return f"must be of type {' or '.join(kinds)}, not {type(error.instance).__name__}"
     if error.validator == "minItems" and not error.instance:
         return "must not be empty"
     if error.validator == "minLength":
@@ -160,18 +161,34 @@ def _reason(error) -> str:
     return error.message
 
 
+_REFERENCES = {"token": "a '$(NAME)' token", "flag": "true/false or a '$(NAME)' token"}
+
+
 def _expected(error) -> str:
     kinds = []
     for sub in error.validator_value:
-        if "$ref" in sub and sub["$ref"].endswith("token"):
-            kinds.append("a '$(NAME)' token")
-        elif "$ref" in sub:
-            kinds.append(sub["$ref"].rsplit("/", 1)[-1])
+        if "$ref" in sub:
+            name = sub["$ref"].rsplit("/", 1)[-1]
+            kinds.append(_REFERENCES.get(name, name))
         elif "enum" in sub:
             kinds.append("one of " + "/".join(dict.fromkeys(v.upper() for v in sub["enum"])))
         else:
-            kinds.append(sub.get("type", "?") + (f" >= {sub['minimum']}" if "minimum" in sub else ""))
+            kinds.append(_kind(sub))
     return "expected " + " or ".join(kinds)
+
+
+def _kind(schema: dict[str, Any]) -> str:
+    """``{"type": "number", "minimum": 0, "maximum": 1}`` -> ``number 0..1``: the words a spec author needs."""
+    kind = schema.get("type", "?")
+    if "minimum" in schema and "maximum" in schema:
+        return f"{kind} {schema['minimum']}..{schema['maximum']}"
+    if "minimum" in schema:
+        return f"{kind} >= {schema['minimum']}"
+    if schema.get("minLength"):
+        return f"non-empty {kind}"
+    if schema.get("uniqueItems"):
+        return f"{kind} without repeated entries"
+    return kind
 
 
 def _build(path: Path, data: dict[str, Any]) -> Spec:

@@ -27,6 +27,9 @@ _MAESTRO_STATE = {
 def show(folder: str, *, states: Iterable[str] = (), steps: Iterable[str] = (), as_json: bool = False,
          as_csv: bool = False, limit: int | None = None, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
+    if (Path(folder) / "campaign.db").is_file():
+        _campaign(Path(folder), as_json, stream)
+        return
     with Store.of_study(folder) as store:
         if as_csv:
             write_status_csv(store, stream)
@@ -104,3 +107,58 @@ def _duration(start: float | None, end: float | None) -> str:
 
 def _stamp(value: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value)) if value else "--"
+
+
+def campaign_summary(folder: Path) -> dict:
+    """Batches done/total, rows finished/failed, bytes archived, rate and ETA of a campaign."""
+    from legato.campaign import Ledger, options_of
+
+    ledger = Ledger(folder)
+    try:
+        options = options_of(ledger)
+        db = ledger.db
+        cleaned, rows, planned, archived, first, last = db.execute(
+            "SELECT sum(phase = 'cleaned'), sum(CASE WHEN phase = 'cleaned' AND retry_of IS NULL THEN nrows END), "
+            "sum(CASE WHEN retry_of IS NULL THEN nrows END), sum(archive_bytes), min(started), max(ended) FROM batches"
+        ).fetchone()
+        states = dict(db.execute("SELECT state, count(*) FROM instances GROUP BY state").fetchall())
+        total_rows = ledger.get("total_rows") or options.max_rows
+        exhausted = ledger.get("exhausted", False)
+        state = ledger.get("state")
+    finally:
+        ledger.close()
+    rows = rows or 0
+    rate = rows / (last - first) if first and last and last > first else None
+    if exhausted:
+        total_rows = planned or 0  # every row has a batch: the total is known
+    total_batches = -(-total_rows // options.batch_size) if total_rows else None
+    eta = (total_rows - rows) / rate if rate and total_rows else None
+    return {
+        "campaign": folder.name, "state": state, "batches_done": cleaned or 0, "batches_total": total_batches,
+        "rows_done": rows, "rows_total": total_rows, "finished": states.get("finished", 0),
+        "failed": sum(n for s, n in states.items() if s not in ("finished", "retried")),
+        "bytes_archived": archived or 0, "rows_per_second": rate, "eta_seconds": eta,
+    }
+
+
+def _campaign(folder: Path, as_json: bool, stream: TextIO) -> None:
+    from legato.diskguard import human_size
+
+    info = campaign_summary(folder)
+    if as_json:
+        json.dump(info, stream, indent=2)
+        stream.write("\n")
+        return
+    rate = f"{info['rows_per_second']:.1f} rows/s" if info["rows_per_second"] else "-- rows/s"
+    eta = f"ETA {info['eta_seconds']:.0f} s" if info["eta_seconds"] is not None else "ETA --"
+    stream.write(
+        f"{info['campaign']}: {info['state']}\n"
+        f"  batches  {info['batches_done']}/{_known(info['batches_total'])}\n"
+        f"  rows     {info['rows_done']}/{_known(info['rows_total'])} ({info['finished']} finished, {info['failed']} failed)\n"
+        f"  archived {human_size(info['bytes_archived'])}\n"
+        f"  {rate}, {eta}\n"
+    )
+
+
+def _known(value: int | None) -> str:
+    return "?" if value is None else str(value)

@@ -27,12 +27,13 @@ CREATE TABLE IF NOT EXISTS steps (
     funnel_parents TEXT, folder TEXT
 );
 CREATE TABLE IF NOT EXISTS instances (
-    id INTEGER PRIMARY KEY, step TEXT NOT NULL, label TEXT NOT NULL, workspace TEXT NOT NULL,
+    id INTEGER PRIMARY KEY, step TEXT NOT NULL, label TEXT NOT NULL, row INTEGER, workspace TEXT NOT NULL,
     params TEXT, script TEXT NOT NULL, restart TEXT, resources TEXT, parents TEXT,
     state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
     returncode INTEGER, started REAL, ended REAL, pid INTEGER, jobid TEXT, reason TEXT
 );
 CREATE INDEX IF NOT EXISTS instances_step_state ON instances (step, state);
+CREATE TABLE IF NOT EXISTS rows (row INTEGER PRIMARY KEY, row_index TEXT, params TEXT);
 """
 
 
@@ -101,12 +102,16 @@ class Store:
         )
 
     def add_instances(self, rows: Iterable[tuple]) -> None:
-        """Rows of (id, step, label, workspace, params, script, restart, resources, parents)."""
+        """Rows of (id, step, label, row, workspace, params, script, restart, resources, parents)."""
         self.db.executemany(
-            "INSERT INTO instances (id, step, label, workspace, params, script, restart, resources, parents) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO instances (id, step, label, row, workspace, params, script, restart, resources, parents) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+
+    def add_rows(self, rows: Iterable[tuple[int, str | None, str]]) -> None:
+        """The parameter table, one (row, row_index, params JSON) each: what harvest reports per row."""
+        self.db.executemany("INSERT INTO rows (row, row_index, params) VALUES (?, ?, ?)", rows)
 
     def transaction(self) -> "_Transaction":
         return _Transaction(self.db)

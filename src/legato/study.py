@@ -24,7 +24,8 @@ from legato.spec import Dependency, Spec, Step, find_cycle
 from legato.workspace import DEFAULT_FANOUT, StepLayout
 
 WORKSPACE_TOKEN = re.compile(r"\$\(([^$()\s]+)\.workspace\)")
-RESOURCE_KEYS = ("nodes", "procs", "gpus", "cores per task", "walltime", "exclusive")
+COUNT_KEYS = ("nodes", "procs", "gpus", "cores per task")
+RESOURCE_KEYS = (*COUNT_KEYS, "walltime", "exclusive")
 Launcher = Callable[[Mapping[str, Any]], str]
 
 
@@ -35,6 +36,7 @@ class Instance:
     id: int
     step: str
     label: str
+    row: int  # the parameter combination it was made from (the first, when several share it)
     workspace: str  # relative to the study folder
     params: dict[str, str]
     script: str
@@ -70,22 +72,39 @@ class StepPlan:
 
 
 def study_env(spec: Spec, root: Path) -> dict[str, str]:
-    """The env entries as tokens see them, variables resolved against earlier ones.
+    """The env entries as tokens see them, each resolved against all the others.
 
-    OUTPUT_PATH becomes the study folder and SPECROOT the spec's folder, as in Maestro.
+    OUTPUT_PATH becomes the study folder and SPECROOT the spec's folder, as in Maestro. Maestro
+    replaces the entries one after another, so a variable may name a later one, OUTPUT_PATH or
+    SPECROOT (``DATA: $(SPECROOT)/data``); resolving the references in any order keeps that.
     """
-    variables: dict[str, str] = {}
-    for name, value in spec.variables.items():
-        if name != "OUTPUT_PATH":
-            variables[name] = substitute(value, variables)
-    variables["OUTPUT_PATH"] = str(root)
-    variables["SPECROOT"] = str(spec.path.parent)
+    entries = {name: value for name, value in spec.variables.items() if name != "OUTPUT_PATH"}
+    entries["OUTPUT_PATH"] = str(root)
+    entries["SPECROOT"] = str(spec.path.parent)
     for dep in spec.dependencies.get("paths") or ():
-        variables[dep["name"]] = dep["path"]
+        entries[dep["name"]] = dep["path"]
     for dep in spec.dependencies.get("git") or ():
-        variables[dep["name"]] = str(Path(dep["path"]) / dep["name"])
-    labels = {name: substitute(value, variables) for name, value in spec.labels.items()}
-    return {**labels, **variables}
+        entries[dep["name"]] = str(Path(dep["path"]) / dep["name"])
+    entries.update(spec.labels)
+    return _resolve(entries)
+
+
+def _resolve(entries: dict[str, str]) -> dict[str, str]:
+    """Substitute entries into each other; a reference back into a cycle stays as text."""
+    done: dict[str, str] = {}
+    active: set[str] = set()
+
+    def value(name: str) -> str:
+        if name not in done:
+            active.add(name)
+            done[name] = _TOKEN.sub(
+                lambda m: value(m.group(1)) if m.group(1) in entries and m.group(1) not in active else m.group(0),
+                entries[name],
+            )
+            active.discard(name)
+        return done[name]
+
+    return {name: value(name) for name in entries}
 
 
 def substitute(text: str, tokens: Mapping[str, str]) -> str:
@@ -138,6 +157,8 @@ class StudyPlan:
         self.launcher = launcher or (lambda resources: "")
         self.steps = self._order([self._plan_step(step) for step in spec.steps])
         self._expand_params()
+        for plan in self.steps:
+            self._check_counts(plan)
         self._enumerate(layout, fanout)
 
     @property
@@ -192,7 +213,7 @@ class StudyPlan:
         next_id = 1
         for plan in self.steps:
             plan.first_id = next_id
-            if not plan.params or self.table.length == 0:
+            if not plan.params:
                 plan.rows = [0]
             else:
                 columns = [self.table.values[name] for name in plan.params]
@@ -203,6 +224,22 @@ class StudyPlan:
                         plan.rows.append(row)
             plan.layout = StepLayout(plan.name, plan.count, layout, fanout)
             next_id += plan.count
+
+    def _check_counts(self, plan: StepPlan) -> None:
+        """Counts given as a token must be whole numbers for every value: found now, before any folder exists."""
+        for key in COUNT_KEYS:
+            value = plan.run.get(key)
+            if not isinstance(value, str):
+                continue
+            token = _TOKEN.fullmatch(value)
+            values = self.table.values.get(token.group(1)) if token else [value]
+            try:
+                if values is None:
+                    raise LegatoError(f"step {plan.name!r}: run.{key} {value!r} names no parameter or env variable")
+                for text in set(values):
+                    _resource(key, text, plan.name)
+            except LegatoError as exc:
+                raise LegatoError(f"{self.spec.path.name}: {exc}") from None
 
     def label(self, plan: StepPlan, row: int) -> str:
         return ".".join(self.table.label(name, row) for name in plan.params)
@@ -259,7 +296,7 @@ class _Renderer:
             tokens[f"{name}.label"] = text
             tokens[f"{name}.name"] = table.names[name]
         resources = {
-            key: _resource(key, substitute(value, tokens) if isinstance(value, str) else value, step.name)
+            key: _resource(key, _map_strings(value, lambda text: substitute(text, tokens)), step.name)
             for key, value in self.resources.items()
         }
         tokens["LAUNCHER"] = study.launcher(resources)
@@ -267,7 +304,9 @@ class _Renderer:
         script = self.cmd.render(tokens, workspaces)
         restart = self.restart.render(tokens, workspaces) if self.restart else None
         parents = tuple(parent.first_id + study._local_index(parent, row) for parent in self.parents)
-        return Instance(step.first_id + local, step.name, label, workspace, params, script, restart, parents, resources)
+        return Instance(
+            step.first_id + local, step.name, label, row, workspace, params, script, restart, parents, resources
+        )
 
 
 class _Template:
@@ -324,9 +363,25 @@ def _used_parameters(table: ParameterTable, fields: list[Any]) -> set[str]:
 
 def _resource(key: str, value: Any, step: str) -> Any:
     """Resource keys may hold a parameter token; after substitution counts must be integers."""
-    if key in ("walltime", "exclusive") or isinstance(value, (int, bool)):
+    if key == "exclusive":
+        return _flag(value, step)
+    if key == "walltime" or isinstance(value, (int, bool)):
         return value
     try:
         return int(value)
     except (TypeError, ValueError):
         raise LegatoError(f"step {step!r}: run.{key} is {value!r}, not a whole number") from None
+
+
+_FLAGS = {"true": True, "false": False}
+
+
+def _flag(value: Any, step: str) -> Any:
+    """A token turns ``exclusive`` into text ('False' from a YAML false), which schedulers would read as set."""
+    if isinstance(value, dict):
+        return {key: _flag(item, step) for key, item in value.items()}
+    if isinstance(value, str):
+        if value.lower() not in _FLAGS:
+            raise LegatoError(f"step {step!r}: run.exclusive is {value!r}, not true or false")
+        return _FLAGS[value.lower()]
+    return value

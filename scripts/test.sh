@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install everything the tests need (PostgreSQL and SLURM servers, Python packages) and run them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-postgres.sh
+bash scripts/install-slurm.sh
+. scripts/venv.sh
+pip install -q -e ".[test]"
+status=0
+python -m pytest -q -rs "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests" >&2
+fi
+exit "$status"

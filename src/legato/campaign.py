@@ -1,0 +1,435 @@
+"""Batch campaigns: a study over many parameter rows, B rows at a time.
+
+Each batch goes through the phases run -> harvest -> archive -> clean, and the ledger (the
+campaign's own SQLite file) records each phase before the next begins. A campaign killed at
+any moment therefore resumes at the phase it was in: a batch whose results were committed is
+never run again, an archive is only trusted once verified, and a workspace is only deleted
+after both. Rows come from a pgen (given START and NROWS per batch, so existing pgens batch
+unchanged) or from a CSV/SQL row source read a page at a time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from legato import api, parameters
+from legato.errors import LegatoError
+from legato.spec import ResultFile, load_spec
+from legato.store import Store
+from legato.study import study_env
+
+LEDGER = "campaign.db"
+PHASES = ("planned", "ran", "harvested", "archived", "cleaned")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS batches (
+    number INTEGER PRIMARY KEY, start INTEGER NOT NULL, nrows INTEGER NOT NULL, phase TEXT NOT NULL,
+    study TEXT NOT NULL, finished INTEGER, failed INTEGER, archive TEXT, sha256 TEXT, archive_bytes INTEGER,
+    members INTEGER, started REAL, ended REAL, retry_of INTEGER
+);
+CREATE TABLE IF NOT EXISTS instances (
+    batch INTEGER NOT NULL, step TEXT NOT NULL, label TEXT NOT NULL, row_index TEXT, state TEXT NOT NULL,
+    reason TEXT, workspace TEXT NOT NULL, params TEXT, PRIMARY KEY (batch, step, label)
+);
+CREATE INDEX IF NOT EXISTS instances_label ON instances (label);
+"""
+
+
+@dataclass
+class CampaignOptions:
+    """Everything a campaign needs to resume as it started; saved in the ledger."""
+
+    spec: str
+    batch_size: int
+    pgen: str | None = None
+    pargs: list[str] = field(default_factory=list)
+    rows: str | None = None
+    index: str | None = None
+    max_rows: int | None = None
+    results: str | None = None
+    result_files: list[str] = field(default_factory=list)  # STEP:FILE[:FORMAT]
+    archive: str | None = None
+    archive_format: str = "tar.gz"
+    no_archive: bool = False
+    keep_workspace: bool = False
+    on_failure: str = "continue"
+    min_free: int = 1 << 30
+    min_inodes: int = 100_000
+    layout: str = "tree"
+    fanout: int = 1000
+    cwd: str = field(default_factory=os.getcwd)
+
+
+@dataclass(frozen=True)
+class Batch:
+    number: int
+    start: int
+    nrows: int
+    phase: str
+    study: Path
+
+
+@dataclass
+class CampaignOutcome:
+    """What the CLI reports when a campaign stops (finished, stopped on failure, or cancelled)."""
+
+    folder: Path
+    batches: int
+    rows: int
+    failed: int
+    seconds: float
+    stopped: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.stopped
+
+    def summary(self) -> list[str]:
+        rate = self.rows / self.seconds if self.seconds else 0.0
+        lines = [f"{self.batches} batches, {self.rows} rows ({self.failed} failed) in {self.seconds:.1f} s, {rate:.1f} rows/s"]
+        if self.stopped:
+            lines.append(f"stopped: {self.stopped}; continue with: legato batch --resume {self.folder}")
+        elif self.failed:
+            lines.append(f"failed rows: legato status {self.folder}; rerun them: legato batch --resume {self.folder} --retry-failed")
+        return lines
+
+
+class Ledger:
+    """The campaign's record of batches and phases (one SQLite file in the campaign folder)."""
+
+    def __init__(self, folder: Path, create: bool = False) -> None:
+        path = folder / LEDGER
+        if not create and not path.is_file():
+            raise LegatoError(f"{folder}: not a legato campaign folder (no {LEDGER})")
+        self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def set(self, **values) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()])
+
+    def get(self, key: str, default=None):
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def batches(self, unfinished: bool = False) -> list[Batch]:
+        sql = "SELECT number, start, nrows, phase, study FROM batches"
+        sql += " WHERE phase != 'cleaned'" if unfinished else ""
+        return [Batch(n, s, r, p, Path(d)) for n, s, r, p, d in self.db.execute(sql + " ORDER BY number")]
+
+    def add_batch(self, number: int, start: int, nrows: int, study: Path, retry_of: int | None = None) -> Batch:
+        self.db.execute(
+            "INSERT INTO batches (number, start, nrows, phase, study, started, retry_of) VALUES (?, ?, ?, 'planned', ?, ?, ?)",
+            (number, start, nrows, str(study), time.time(), retry_of),
+        )
+        return Batch(number, start, nrows, "planned", study)
+
+    def advance(self, batch: Batch, phase: str, **columns) -> Batch:
+        assignments = ", ".join(f"{key} = ?" for key in ["phase", *columns])
+        self.db.execute(f"UPDATE batches SET {assignments} WHERE number = ?", (phase, *columns.values(), batch.number))
+        return Batch(batch.number, batch.start, batch.nrows, phase, batch.study)
+
+    def next_start(self) -> int:
+        row = self.db.execute("SELECT max(start + nrows) FROM batches WHERE retry_of IS NULL").fetchone()
+        return row[0] or 0
+
+    def next_number(self) -> int:
+        return (self.db.execute("SELECT max(number) FROM batches").fetchone()[0] or 0) + 1
+
+
+class Campaign:
+    """Drives the batches of one campaign folder; ``run()`` goes until the rows run out."""
+
+    def __init__(self, folder: Path, options: CampaignOptions, ledger: Ledger, jobs: int | None = None,
+                 throttle: int = 0, attempts: int = 1, log: Callable[[str], None] = print) -> None:
+        self.folder = folder
+        self.options = options
+        self.ledger = ledger
+        self.jobs, self.throttle, self.attempts = jobs, throttle, attempts
+        self.log = log
+        self.spec = load_spec(options.spec)
+        self.result_files = _result_files(self.spec.results, options.result_files)
+        self.name = folder.name
+        self.source = None
+        self.started = time.time()
+        self.cancelled = False
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self, retry_failed: bool = False) -> CampaignOutcome:
+        from legato.harvest import ResultSink
+
+        self.sink = ResultSink(self.options.results or f"sqlite:///{self.folder / 'results.db'}")
+        previous = signal.signal(signal.SIGTERM, self._on_signal)
+        if self.ledger.get("total_rows") is None and self.options.rows and "://" not in self.options.rows:
+            self.ledger.set(total_rows=_csv_rows(self.options.rows, self.options.max_rows))
+        try:
+            for batch in self.ledger.batches(unfinished=True):
+                if not self._process(batch):
+                    return self._outcome("cancelled")
+            if not self._retry_failed(rerun=retry_failed):
+                return self._outcome("cancelled")
+            while not self.ledger.get("exhausted", False):
+                stop = "cancelled" if self.cancelled else self._next_batch()
+                if stop:
+                    return self._outcome(stop)
+            self.ledger.set(state="finished")
+            return self._outcome(None)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.sink.close()
+            if self.source:
+                self.source.close()
+
+    def _on_signal(self, signum, frame) -> None:
+        """Between phases a cancel stops after the current phase (the conductor handles its own)."""
+        self.cancelled = True
+
+    def _next_batch(self) -> str | None:
+        """Plan, run and finish one batch; a reason to stop, or None to go on."""
+        self._guard()
+        start = self.ledger.next_start()
+        wanted = self.options.batch_size
+        if self.options.max_rows is not None:
+            wanted = min(wanted, self.options.max_rows - start)
+        table = self._table(start, wanted) if wanted > 0 else parameters.ParameterTable()
+        if table.length == 0:
+            self.ledger.set(exhausted=True)
+            return None
+        number = self.ledger.next_number()
+        batch = self.ledger.add_batch(number, start, table.length, self.folder / "work" / f"batch-{number:06d}")
+        if table.length < self.options.batch_size or (self.options.max_rows and start + table.length >= self.options.max_rows):
+            self.ledger.set(exhausted=True)
+        if not self._process(batch, table):
+            return "cancelled"
+        if self.options.on_failure == "stop" and self._failed(batch.number):
+            return f"batch {batch.number} has failed rows (--on-failure stop)"
+        return None
+
+    def _process(self, batch: Batch, table: parameters.ParameterTable | None = None) -> bool:
+        """Take a batch from whatever phase the ledger says through to cleaned; False if cancelled."""
+        if batch.phase == "planned":
+            outcome = self._run(batch, table)
+            if outcome.cancelled:
+                return False
+            batch = self.ledger.advance(batch, "ran", finished=outcome.counts.get("finished", 0),
+                                        failed=sum(n for s, n in outcome.counts.items() if s != "finished"))
+        for phase, step in (("ran", self._harvest), ("harvested", self._archive), ("archived", self._clean)):
+            if self.cancelled:
+                return False
+            if batch.phase == phase:
+                batch = step(batch)
+        self._report(batch)
+        return True
+
+    # -- phases ---------------------------------------------------------------------------------
+    def _run(self, batch: Batch, table: parameters.ParameterTable | None):
+        meta = _study_state(batch.study)
+        if meta in (None, "preparing"):
+            if table is None:
+                table = self._batch_table(batch)
+            api.prepare(self.options.spec, out=batch.study, replace=True, table=table,
+                        layout=self.options.layout, fanout=self.options.fanout)
+        return api.execute(batch.study, jobs=self.jobs, throttle=self.throttle, attempts=self.attempts, progress=False)
+
+    def _harvest(self, batch: Batch) -> Batch:
+        rows, members = self._collect(batch)
+        self.sink.write(self.name, batch.number, rows)
+        with self.ledger.db:
+            self.ledger.db.execute("BEGIN IMMEDIATE")
+            self.ledger.db.execute("DELETE FROM instances WHERE batch = ?", (batch.number,))
+            self.ledger.db.executemany("INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?)", members)
+            return self.ledger.advance(batch, "harvested")
+
+    def _collect(self, batch: Batch) -> tuple[list[dict], list[tuple]]:
+        """One results row per instance, plus the ledger's record of where each instance lives."""
+        from legato.harvest import parse_results
+
+        rows, members = [], []
+        with Store.of_study(batch.study) as store:
+            params = {row: (index, json.loads(p)) for row, index, p in store.db.execute("SELECT row, row_index, params FROM rows")}
+            cursor = store.db.execute(
+                "SELECT step, label, row, workspace, state, returncode, started, ended, reason, params FROM instances ORDER BY id"
+            )
+            for step, label, row, workspace, state, rc, started, ended, reason, own in cursor:
+                index, values = params.get(row, (None, {}))
+                index = index if index is not None else str(batch.start + row)
+                values = values if own else {}
+                results = {}
+                for declared in self.result_files.get(step, ()):
+                    results.update(parse_results(str(batch.study / workspace / declared.file), declared.format))
+                rows.append({"step": step, "label": label, "index": index, "state": state, "returncode": rc,
+                             "started": started, "ended": ended, "reason": reason, "params": values, "results": results})
+                kept = json.dumps(values) if state != "finished" else None
+                members.append((batch.number, step, label, index, state, reason, workspace, kept))
+        return rows, members
+
+    def _archive(self, batch: Batch) -> Batch:
+        if self.options.no_archive:
+            return self.ledger.advance(batch, "archived")
+        from legato.archive import write_archive
+
+        folder = Path(self.options.archive or self.folder / "archives")
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / f"{batch.study.name}.{self.options.archive_format}"
+        Path(f"{dest}.partial").unlink(missing_ok=True)
+        info = write_archive(str(batch.study), str(dest), self.options.archive_format)
+        return self.ledger.advance(batch, "archived", archive=info.path, sha256=info.sha256,
+                                   archive_bytes=info.bytes, members=info.members)
+
+    def _clean(self, batch: Batch) -> Batch:
+        if not self.options.keep_workspace and batch.study.exists():
+            shutil.rmtree(batch.study)
+        return self.ledger.advance(batch, "cleaned", ended=time.time())
+
+    # -- rows ------------------------------------------------------------------------------------
+    def _table(self, start: int, nrows: int) -> parameters.ParameterTable:
+        if self.options.rows:
+            return self._rows_table(start, nrows)
+        if self.options.pgen:
+            pargs = parameters.parse_pargs(self.options.pargs)
+            pargs.update(START=str(start), NROWS=str(nrows))
+            env = study_env(self.spec, self.folder / "work")
+            return parameters.from_pgen(self.options.pgen, env, pargs)
+        raise LegatoError("a campaign needs rows: --rows SOURCE or --pgen FILE")
+
+    def _rows_table(self, start: int, nrows: int) -> parameters.ParameterTable:
+        from legato.rows import open_rows
+
+        if self.source is None:
+            self.source = open_rows(self.options.rows, self.options.index)
+        rows = self.source.read(start, nrows)
+        table = parameters.ParameterTable()
+        for column in self.source.columns:
+            if column != self.options.index:
+                table.add(column.strip().upper(), [row[column] for row in rows])
+        if self.options.index:
+            table.index = [row[self.options.index] for row in rows]
+        if not table.values:
+            table.add("ROW", [str(start + i) for i in range(len(rows))])
+        return table
+
+    def _batch_table(self, batch: Batch) -> parameters.ParameterTable:
+        """Re-read a planned batch's rows on resume; a retry batch's rows come from the ledger."""
+        retry_of = self.ledger.db.execute("SELECT retry_of FROM batches WHERE number = ?", (batch.number,)).fetchone()[0]
+        if retry_of is None:
+            return self._table(batch.start, batch.nrows)
+        return _failed_table(self.ledger, retry_of)
+
+    # -- failures, guard, report ---------------------------------------------------------------
+    def _failed(self, number: int) -> int:
+        return self.ledger.db.execute(
+            "SELECT count(*) FROM instances WHERE batch = ? AND state != 'finished'", (number,)
+        ).fetchone()[0]
+
+    def _retry_failed(self, rerun: bool) -> bool:
+        """Run the failed rows of each batch again (``rerun``), as retry batches whose results replace theirs.
+
+        A retry batch that finished before a crash is not run again: only the bookkeeping that
+        retires the original failed rows is completed, so no row is ever harvested twice.
+        """
+        failed = [n for (n,) in self.ledger.db.execute(
+            "SELECT DISTINCT batch FROM instances WHERE state NOT IN ('finished', 'retried') AND params IS NOT NULL "
+            "ORDER BY batch")]
+        for number in failed:
+            done = self.ledger.db.execute("SELECT count(*) FROM batches WHERE retry_of = ?", (number,)).fetchone()[0]
+            if not done:
+                if not rerun:
+                    continue
+                table = _failed_table(self.ledger, number)
+                retry = self.ledger.next_number()
+                study = self.folder / "work" / f"batch-{retry:06d}"
+                if not self._process(self.ledger.add_batch(retry, 0, table.length, study, retry_of=number), table):
+                    return False
+            self.sink.drop_failed(self.name, number)
+            self.ledger.db.execute(
+                "UPDATE instances SET state = 'retried' WHERE batch = ? AND state != 'finished'", (number,))
+        return True
+
+    def _guard(self) -> None:
+        from legato.diskguard import check_room
+
+        paths = [str(self.folder)]
+        if self.options.archive and not self.options.no_archive:
+            paths.append(self.options.archive)
+        check_room(paths, self.options.min_free, self.options.min_inodes)
+
+    def _report(self, batch: Batch) -> None:
+        done, rows, failed, archived = self.ledger.db.execute(
+            "SELECT count(*), sum(nrows), sum(failed), sum(archive_bytes) FROM batches WHERE phase = 'cleaned'"
+        ).fetchone()
+        from legato.diskguard import human_size
+
+        self.log(f"batch {batch.number}: {batch.nrows} rows done; campaign: {done} batches, {rows or 0} rows, "
+                 f"{failed or 0} failed, {human_size(archived or 0)} archived")
+
+    def _outcome(self, stopped: str | None) -> CampaignOutcome:
+        batches, rows = self.ledger.db.execute(
+            "SELECT count(*), sum(nrows) FROM batches WHERE phase = 'cleaned' AND retry_of IS NULL").fetchone()
+        failed = self.ledger.db.execute(
+            "SELECT count(*) FROM instances WHERE state NOT IN ('finished', 'retried')").fetchone()[0]
+        return CampaignOutcome(self.folder, batches, rows or 0, failed, time.time() - self.started, stopped)
+
+
+def _failed_table(ledger: Ledger, number: int) -> parameters.ParameterTable:
+    rows = [(index, json.loads(params)) for index, params in ledger.db.execute(
+        "SELECT row_index, params FROM instances WHERE batch = ? AND state NOT IN ('finished', 'retried') "
+        "AND params IS NOT NULL ORDER BY rowid", (number,))]
+    table = parameters.ParameterTable()
+    for name in (rows[0][1] if rows else {}):
+        table.add(name, [values[name] for _, values in rows])
+    table.index = [index for index, _ in rows]
+    return table
+
+
+def _csv_rows(path: str, limit: int | None) -> int:
+    """Data rows of a CSV file by counting lines in 1 MiB blocks: what status needs for an ETA."""
+    lines = 0
+    try:
+        with open(path, "rb") as stream:
+            while block := stream.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block
+            lines += 0 if lines == 0 or last.endswith(b"\n") else 1
+    except OSError as exc:
+        raise LegatoError(f"{path}: cannot read the rows: {exc.strerror}") from None
+    rows = max(lines - 1, 0)
+    return min(rows, limit) if limit else rows
+
+
+def _study_state(study: Path) -> str | None:
+    if not (study / "legato.db").is_file():
+        return None
+    with Store.of_study(study) as store:
+        return store.meta().get("state")
+
+
+def _result_files(declared: dict[str, tuple[ResultFile, ...]], cli: list[str]) -> dict[str, tuple[ResultFile, ...]]:
+    """The spec's ``legato.results`` plus ``--result STEP:FILE[:FORMAT]`` entries."""
+    files = {step: list(entries) for step, entries in declared.items()}
+    for entry in cli:
+        parts = entry.split(":")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise LegatoError(f"--result {entry!r}: expected STEP:FILE or STEP:FILE:FORMAT")
+        if len(parts) == 3 and parts[2] not in ("json", "kv", "csv"):
+            raise LegatoError(f"--result {entry!r}: format must be json, kv or csv")
+        files.setdefault(parts[0], []).append(ResultFile(parts[1], parts[2] if len(parts) == 3 else None))
+    return {step: tuple(entries) for step, entries in files.items()}
+
+
+def options_of(ledger: Ledger) -> CampaignOptions:
+    return CampaignOptions(**ledger.get("options"))
+
+
+def save_options(ledger: Ledger, options: CampaignOptions) -> None:
+    ledger.set(options=asdict(options))

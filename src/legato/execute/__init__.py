@@ -1,0 +1,1 @@
+"""Where instances run: the parallel local executor (``legato.execute.local``)."""

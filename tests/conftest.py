@@ -1,0 +1,36 @@
+"""Fixtures shared by the test modules."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["tests.servers.postgres"]
+
+REPO = Path(__file__).resolve().parent.parent
+SPECS = Path(__file__).resolve().parent / "specs"
+
+
+@pytest.fixture
+def sample_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of samples/batched_parameters (without earlier studies), made the working folder.
+
+    The sample's pgen reads ``params.csv`` relative to the working folder, as Maestro's does.
+    """
+    folder = tmp_path / "batched_parameters"
+    shutil.copytree(REPO / "samples" / "batched_parameters", folder, ignore=shutil.ignore_patterns("studies"))
+    monkeypatch.chdir(folder)
+    return folder
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path):
+    """Write a spec (YAML text) into the test's folder and return its path."""
+
+    def write(text: str, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write

@@ -1,0 +1,5 @@
+from maestrowf.datastructures.core import ParameterGenerator
+
+
+def get_generator(env, **kwargs):
+    return ParameterGenerator()

@@ -1,0 +1,8 @@
+from maestrowf.datastructures.core import ParameterGenerator
+
+
+def get_custom_generator(env, **kwargs):
+    generator = ParameterGenerator()
+    generator.add_parameter("A", [1, 2], "A.%%")
+    generator.add_parameter("B", [1, 2, 3], "B.%%")
+    return generator

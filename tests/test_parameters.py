@@ -1,0 +1,160 @@
+"""The parameter table: global.parameters, pargs, and pgen files run as Maestro runs them."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from legato import parameters
+from legato.errors import LegatoError
+from legato.spec import load_spec
+from legato.study import study_env
+
+SPECS = Path(__file__).resolve().parent / "specs"
+
+
+def pgen_table(name: str, pargs: dict[str, str] | None = None, root: Path = Path("/tmp/study")):
+    spec = load_spec(SPECS / "pgen_env.yaml")
+    return parameters.from_pgen(SPECS / name, study_env(spec, root), pargs or {})
+
+
+# -- pargs ----------------------------------------------------------------------------------
+
+
+def test_pargs_split_on_the_first_colon() -> None:
+    assert parameters.parse_pargs(["URL:http://x:1", " CSV : a b.csv ", "EMPTY:", "N:1", "N:2"]) == {
+        "URL": "http://x:1", "CSV": "a b.csv", "EMPTY": "", "N": "2",
+    }
+
+
+@pytest.mark.parametrize("entry", ["NOCOLON", ":value", "  :x", ""])
+def test_bad_pargs_are_named(entry: str) -> None:
+    with pytest.raises(LegatoError) as caught:
+        parameters.parse_pargs(["GOOD:1", entry])
+    assert str(caught.value) == f"--pargs {entry!r}: expected KEY:VALUE"
+
+
+# -- global.parameters ----------------------------------------------------------------------
+
+
+def test_from_spec_zips_values_as_text() -> None:
+    table = parameters.from_spec(load_spec(SPECS / "maestro_lulesh.yaml"))
+    assert table.length == 9
+    assert table.values["SIZE"][:4] == ["100", "100", "100", "200"]
+    assert table.label("SIZE", 3) == "SIZE.200"
+    assert table.label("ITERATIONS", 1) == "ITER.20"
+    assert table.row(4) == {"SIZE": "200", "ITERATIONS": "20"}
+
+
+def test_from_spec_label_lists_and_booleans(write_spec) -> None:
+    table = parameters.from_spec(load_spec(SPECS / "label_list.yaml"))
+    assert [table.label("MODEL", i) for i in range(2)] == ["lin", "cub"]
+    assert [table.label("MESH", i) for i in range(2)] == ["mesh-8", "mesh-16"]
+    full = parameters.from_spec(load_spec(SPECS / "maestro_full.yaml"))
+    assert full.values["EXCL"] == ["True", "False"]  # str(value), as Maestro renders it
+
+
+def test_no_parameters_is_an_empty_table() -> None:
+    table = parameters.from_spec(load_spec(SPECS / "maestro_minimal.yaml"))
+    assert table.length == 0 and not table.values
+
+
+# -- pgen files -----------------------------------------------------------------------------
+
+
+def test_maestrowf_is_not_installed_here() -> None:
+    """The pgen tests below prove the shim; they would prove nothing with maestrowf present."""
+    assert importlib.util.find_spec("maestrowf") is None
+
+
+def test_pgen_reads_env_and_gets_kwargs(tmp_path: Path) -> None:
+    table = pgen_table("pgen_env.py", {"URL": "http://x:1"}, root=tmp_path / "study")
+    assert table.length == 3
+    assert table.values["TRIAL"] == ["0", "1", "2"]  # TRIALS: 3 read with env.find("TRIALS").value
+    assert table.values["URL"] == ["http://x:1"] * 3
+    assert table.values["OUTPUT_PATH"] == [str(tmp_path / "study")] * 3
+    assert table.values["SPECROOT"] == [str(SPECS)] * 3
+    assert table.values["KINDS"] == ["str"] * 3
+    assert table.label("URL", 2) == "URL-2" and table.label("TRIAL", 1) == "TRIAL.1"
+    assert table.names["TRIAL"] == "TRIAL"
+
+
+def test_pargs_override_env_in_the_pgen() -> None:
+    assert pgen_table("pgen_env.py", {"COUNT": "5"}).length == 5
+
+
+def test_pgen_leaves_no_maestrowf_module_behind() -> None:
+    pgen_table("pgen_env.py")
+    assert not [name for name in sys.modules if name.split(".")[0] == "maestrowf"]
+
+
+def test_pgen_importing_the_package_path_works() -> None:
+    table = pgen_table("pgen_module_import.py")
+    assert table.values == {"X": ["a", "b"]} and table.label("X", 1) == "X.b"
+
+
+def test_sample_pgen_reads_a_window_of_rows(sample_dir: Path) -> None:
+    spec = load_spec(sample_dir / "batched_parameters_demo.yaml")
+    pargs = parameters.parse_pargs(["INDEX:param_combo", "CSV:params.csv", "START:17", "NROWS:5"])
+    table = parameters.from_pgen(sample_dir / "batched_demo_pgen.py", study_env(spec, sample_dir / "s"), pargs)
+    rows = [line.split(",") for line in (sample_dir / "params.csv").read_text().splitlines()[18:]]
+    assert table.length == 3
+    assert table.values == {f"PARAM{i}": [row[i] for row in rows] for i in (1, 2, 3)}
+
+
+PGEN_ERRORS = {
+    "pgen_raises.py": "pgen_raises.py: get_custom_generator raised RuntimeError: the CSV has no header",
+    "pgen_no_function.py": "pgen_no_function.py: the pgen defines no get_custom_generator(env, **kwargs) function",
+    "pgen_wrong_type.py": "pgen_wrong_type.py: get_custom_generator returned dict, not a ParameterGenerator",
+    "pgen_unequal.py": "pgen_unequal.py: get_custom_generator raised ValueError: parameter 'B' has 3 values",
+    "pgen_syntax.py": "pgen_syntax.py: cannot load the pgen: SyntaxError: ",
+    "pgen_bad_label.py": "pgen_bad_label.py: parameter A: label 'A' has no '%%'",
+    "pgen_short_labels.py": "pgen_short_labels.py: parameter A: 2 labels for 3 values",
+}
+
+
+@pytest.mark.parametrize("name, expected", PGEN_ERRORS.items(), ids=PGEN_ERRORS.keys())
+def test_pgen_errors_are_one_line_naming_the_file(name: str, expected: str) -> None:
+    with pytest.raises(LegatoError) as caught:
+        pgen_table(name)
+    message = str(caught.value)
+    assert message.startswith(expected) and "\n" not in message, message
+
+
+def test_pgen_import_failure_is_reported(tmp_path: Path) -> None:
+    pgen = tmp_path / "gen.py"
+    pgen.write_text("import no_such_module_for_legato\n")
+    with pytest.raises(LegatoError, match=r"^gen\.py: cannot load the pgen: ModuleNotFoundError: "):
+        parameters.from_pgen(pgen, {}, {})
+
+
+def test_generator_with_unequal_lists_is_refused(tmp_path: Path) -> None:
+    """A generator built without add_parameter's check still cannot produce a ragged table."""
+    pgen = tmp_path / "ragged.py"
+    pgen.write_text(
+        "class G:\n    parameters = {'A': [1, 2], 'B': [1]}\n\n"
+        "def get_custom_generator(env, **kwargs):\n    return G()\n"
+    )
+    with pytest.raises(LegatoError, match=r"^ragged\.py: the generator's parameters have different numbers of values"):
+        parameters.from_pgen(pgen, {}, {})
+
+
+@pytest.mark.parametrize("name", ["missing.py", "."])
+def test_missing_pgen_is_named(name: str, tmp_path: Path) -> None:
+    with pytest.raises(LegatoError, match="no such pgen file"):
+        parameters.from_pgen(tmp_path / name, {}, {})
+
+
+def test_pgen_sees_its_own_folder_on_the_import_path(tmp_path: Path) -> None:
+    (tmp_path / "legato_test_helper_values.py").write_text("VALUES = [3, 4]\n")
+    pgen = tmp_path / "gen.py"
+    pgen.write_text(
+        "from maestrowf.datastructures.core import ParameterGenerator\n"
+        "from legato_test_helper_values import VALUES\n\n"
+        "def get_custom_generator(env, **kwargs):\n"
+        "    generator = ParameterGenerator()\n    generator.add_parameter('V', VALUES)\n    return generator\n"
+    )
+    assert parameters.from_pgen(pgen, {}, {}).values == {"V": ["3", "4"]}
+    assert str(tmp_path) not in sys.path
