@@ -9,7 +9,6 @@ import pytest
 pytest_plugins = ["tests.servers.postgres"]
 
 REPO = Path(__file__).resolve().parent.parent
-SPECS = Path(__file__).resolve().parent / "specs"
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ def test_no_parameters_is_an_empty_table() -> None:
 
 def test_maestrowf_is_not_installed_here() -> None:
     """The pgen tests below prove the shim; they would prove nothing with maestrowf present."""
-    assert importlib.util.find_spec("maestrowf") is None
+    assert importlib.util.find_spec("maestrowf") is None, "maestrowf is importable: pgens would not use the shim"
 
 
 def test_pgen_reads_env_and_gets_kwargs(tmp_path: Path) -> None:
@@ -158,3 +158,23 @@ def test_pgen_sees_its_own_folder_on_the_import_path(tmp_path: Path) -> None:
     )
     assert parameters.from_pgen(pgen, {}, {}).values == {"V": ["3", "4"]}
     assert str(tmp_path) not in sys.path
+
+
+def test_pgen_may_define_dataclasses(tmp_path: Path) -> None:
+    pgen = tmp_path / "typed.py"
+    pgen.write_text(
+        "from __future__ import annotations\nfrom dataclasses import dataclass\n"
+        "from maestrowf.datastructures.core import ParameterGenerator\n\n"
+        "@dataclass\nclass Row:\n    size: int\n\n"
+        "def get_custom_generator(env, **kwargs):\n"
+        "    generator = ParameterGenerator()\n"
+        "    generator.add_parameter('SIZE', [Row(8).size, Row(16).size])\n    return generator\n"
+    )
+    assert parameters.from_pgen(pgen, {}, {}).values == {"SIZE": ["8", "16"]}
+
+
+def test_pgen_that_is_not_python_is_named(tmp_path: Path) -> None:
+    pgen = tmp_path / "gen.txt"
+    pgen.write_text("def get_custom_generator(env, **kwargs):\n    return None\n")
+    with pytest.raises(LegatoError, match=r"gen\.txt: not a Python file"):
+        parameters.from_pgen(pgen, {}, {})

@@ -263,6 +263,11 @@ def test_errors_are_one_line_with_key_path(write_spec, text: str, expected: str)
     assert load_error(write_spec, text).startswith(expected)
 
 
+def test_the_outermost_of_several_problems_is_reported(write_spec) -> None:
+    text = "description:\n  description: d\nstudy:\n" + STEP.format("a") + "      cpus: 4\n" + "  - name: b\n"
+    assert load_error(write_spec, text) == "spec.yaml: description: 'name' is required"
+
+
 def test_bad_yaml_names_the_line(write_spec) -> None:
     text = HEAD + "study:\n  - name: a\n    description: d\n    run:\n      cmd: echo [unclosed\n   bad: : :\n"
     message = load_error(write_spec, text)

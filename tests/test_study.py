@@ -263,6 +263,17 @@ global.parameters:
                   tmp_path / "study")
 
 
+def test_exclusive_tokens_must_be_flags(write_spec, tmp_path: Path) -> None:
+    text = """
+study:
+  - {name: s, description: d, run: {cmd: echo, exclusive: $(X)}}
+global.parameters:
+  X: {values: [true, maybe], label: X.%%}
+"""
+    with pytest.raises(LegatoError, match=r"^spec\.yaml: step 's': run\.exclusive is 'maybe', not true or false$"):
+        make_plan(write_spec, text, tmp_path / "study")
+
+
 def test_exclusive_tokens_become_booleans(write_spec, tmp_path: Path) -> None:
     text = """
 study:

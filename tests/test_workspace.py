@@ -135,6 +135,12 @@ def test_output_path_gets_a_timestamped_folder(tmp_path: Path, monkeypatch: pyte
     assert study_folder(None, "n", None).parent == tmp_path
 
 
+@pytest.mark.parametrize("name, expected", [("a/b c", "ab_c"), ("../../up", "....up"), ("é:x", "x")])
+def test_timestamped_folder_name_is_made_safe_as_maestro_does(tmp_path: Path, name: str, expected: str) -> None:
+    folder = study_folder(str(tmp_path), name, None)
+    assert folder.parent == tmp_path and folder.name.startswith(f"{expected}_")
+
+
 def test_timestamped_folder_never_reuses_an_existing_one(tmp_path: Path) -> None:
     first = study_folder(str(tmp_path), "n", None)
     first.mkdir()
@@ -208,8 +214,14 @@ def test_existing_out_needs_replace_and_loses_nothing(tmp_path: Path) -> None:
     with pytest.raises(LegatoError, match="exists and is not empty"):
         api.prepare(spec, out=out, table=table_of([1, 2]))
     assert [p.name for p in out.iterdir()] == ["precious.txt"] and (out / "precious.txt").read_text() == "keep me"
+    with pytest.raises(LegatoError, match="not a legato study folder"):
+        api.prepare(spec, out=out, replace=True, table=table_of([1, 2]))
+    assert (out / "precious.txt").read_text() == "keep me"
+    (out / "precious.txt").unlink()
+    api.prepare(spec, out=out, table=table_of([1, 2]))
+    (out / "run" / "stale.txt").write_text("from the first study")
     study = api.prepare(spec, out=out, replace=True, table=table_of([1, 2]))
-    assert not (out / "precious.txt").exists() and (study.root / "run" / MANIFEST).exists()
+    assert not (out / "run" / "stale.txt").exists() and (study.root / "run" / MANIFEST).exists()
 
 
 def test_existing_empty_out_is_used(tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def prepare(
     if table is None:
         table = parameters.from_pgen(pgen, study_env(spec, root), pargs) if pgen else parameters.from_spec(spec)
     plan = StudyPlan(spec, table, root, layout=layout, fanout=fanout, launcher=launcher)
-    _make_root(root, replace)
+    _make_root(root, replace, [spec.path, Path(pgen).absolute() if pgen else None, Path.cwd()])
     shutil.copy2(spec.path, root / spec.path.name)
     if pgen:
         shutil.copy2(pgen, root / Path(pgen).name)
@@ -79,10 +79,16 @@ def prepare(
     return PreparedStudy(root, spec.name, tuple((step.name, step.count) for step in plan.steps), table.length)
 
 
-def _make_root(root: Path, replace: bool) -> None:
+def _make_root(root: Path, replace: bool, keep: list[Path | None]) -> None:
+    """Create the study folder; ``replace`` removes an earlier legato study there, never anything else."""
     if root.exists() and any(root.iterdir()):
         if not replace:
             raise LegatoError(f"{root}: the study folder exists and is not empty (use -y to replace it)")
+        if not (root / "legato.db").is_file():
+            raise LegatoError(f"{root}: not replacing a folder that is not a legato study folder")
+        inside = [path for path in keep if path and (path == root or root in path.parents)]
+        if inside:
+            raise LegatoError(f"{root}: not replacing a folder that holds {inside[0]}")
         shutil.rmtree(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -122,6 +128,7 @@ def _write_plan(plan: StudyPlan, store: Store, write_scripts: bool) -> None:
             store.add_instances(chunk)
     for step in plan.steps:
         if step.params:
+            (plan.root / step.layout.step).mkdir(exist_ok=True)
             (plan.root / step.layout.step / MANIFEST).write_text("".join(f"{path}\n" for path in plan.manifest(step)))
 
 

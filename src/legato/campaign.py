@@ -238,6 +238,8 @@ class Campaign:
         if meta in (None, "preparing"):
             if table is None:
                 table = self._batch_table(batch)
+            if batch.study.exists():
+                shutil.rmtree(batch.study)  # a prepare cut short: the campaign owns its work folder
             api.prepare(self.options.spec, out=batch.study, replace=True, table=table,
                         layout=self.options.layout, fanout=self.options.fanout)
         return api.execute(batch.study, jobs=self.jobs, throttle=self.throttle, attempts=self.attempts, progress=False)

@@ -16,11 +16,15 @@ EXIT_ERROR = 2
 
 
 class _Group(click.Group):
-    """Turn LegatoError and a full disk into one line instead of a traceback."""
+    """Turn usage errors, LegatoError and a full disk into one line instead of a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
+            click.echo(f"legato: error: {exc.format_message()}{hint}", err=True)
+            ctx.exit(EXIT_ERROR)
         except LegatoError as exc:
             click.echo(f"legato: error: {exc}", err=True)
             ctx.exit(EXIT_ERROR)

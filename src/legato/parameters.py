@@ -98,13 +98,15 @@ def _import_pgen(path: Path):
         if spec is None or spec.loader is None:
             raise LegatoError(f"{path}: not a Python file")
         module = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(path.parent.resolve()))
+        sys.modules[spec.name] = module  # dataclasses and typing look a module up while it runs
+        folder = str(path.parent.resolve())
+        sys.path.insert(0, folder)
         try:
             spec.loader.exec_module(module)
         except Exception as exc:  # a syntax error or import failure in the user's pgen
             raise LegatoError(f"{path.name}: cannot load the pgen: {exc.__class__.__name__}: {_one_line(exc)}") from None
         finally:
-            sys.path.pop(0)
+            sys.path.remove(folder)
         return module
     finally:
         pgen_compat.uninstall(added)

@@ -158,7 +158,7 @@ class StudyPlan:
         self.steps = self._order([self._plan_step(step) for step in spec.steps])
         self._expand_params()
         for plan in self.steps:
-            self._check_counts(plan)
+            self._check_resources(plan)
         self._enumerate(layout, fanout)
 
     @property
@@ -225,9 +225,9 @@ class StudyPlan:
             plan.layout = StepLayout(plan.name, plan.count, layout, fanout)
             next_id += plan.count
 
-    def _check_counts(self, plan: StepPlan) -> None:
-        """Counts given as a token must be whole numbers for every value: found now, before any folder exists."""
-        for key in COUNT_KEYS:
+    def _check_resources(self, plan: StepPlan) -> None:
+        """Counts and flags given as a token must fit every value: found now, before any folder exists."""
+        for key in (*COUNT_KEYS, "exclusive"):
             value = plan.run.get(key)
             if not isinstance(value, str):
                 continue
@@ -236,7 +236,7 @@ class StudyPlan:
             try:
                 if values is None:
                     raise LegatoError(f"step {plan.name!r}: run.{key} {value!r} names no parameter or env variable")
-                for text in set(values):
+                for text in dict.fromkeys(values):  # the first bad value in table order
                     _resource(key, text, plan.name)
             except LegatoError as exc:
                 raise LegatoError(f"{self.spec.path.name}: {exc}") from None

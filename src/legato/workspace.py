@@ -43,7 +43,8 @@ def study_folder(output_path: str | None, name: str, out: str | None = None) -> 
     if out:
         return Path(out).absolute()
     root = Path(output_path or ".").absolute()
-    base = root / f"{name.replace(' ', '_')}_{time.strftime('%Y%m%d-%H%M%S')}"
+    safe_name = _UNSAFE.sub("", name.replace(" ", "_"))  # Maestro drops what is unsafe in a path: no '/' escapes
+    base = root / f"{safe_name}_{time.strftime('%Y%m%d-%H%M%S')}"
     folder, suffix = base, 1
     while folder.exists():
         folder = base.with_name(f"{base.name}_{suffix}")

@@ -1,0 +1,101 @@
+"""What the campaign tests check again and again: results rows, archives, leftovers, the real CLI."""
+from __future__ import annotations
+
+import csv
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+import legato as legato_package
+from legato.archive import list_members, verify_archive
+
+HERE = Path(__file__).resolve().parent
+PARAMS = ("PARAM1", "PARAM2", "PARAM3")
+
+
+def legato(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The ``legato`` command of the code under test, in a subprocess, never on a terminal."""
+    return subprocess.run(python_legato(*args), cwd=cwd, env=source_env(), capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+def python_legato(*args: str) -> list[str]:
+    return [sys.executable, "-m", "legato", *args]
+
+
+def source_env() -> dict[str, str]:
+    """The environment with this checkout's ``src`` first, so subprocesses run the code under test."""
+    source = str(Path(legato_package.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+
+
+def csv_rows(path: Path) -> dict[str, dict[str, str]]:
+    """The sample's rows by their ``param_combo`` index."""
+    with open(path, newline="") as handle:
+        return {row["param_combo"]: row for row in csv.DictReader(handle)}
+
+
+def sqlite_from_csv(csv_path: Path, db_path: Path, table: str = "params") -> None:
+    rows = list(csv_rows(csv_path).values())
+    with sqlite3.connect(db_path) as db:
+        db.execute(f"CREATE TABLE {table} (param_combo INTEGER PRIMARY KEY, param1 TEXT, param2 TEXT, param3 TEXT)")
+        db.executemany(f"INSERT INTO {table} VALUES (:param_combo, :param1, :param2, :param3)", rows)
+
+
+def results(folder: Path, url: str | None = None) -> list[dict]:
+    """Every results row of the campaign in ``folder`` (its own results.db unless ``url``)."""
+    engine = sa.create_engine((url or f"sqlite:///{folder / 'results.db'}").replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            table = sa.Table("results", sa.MetaData(), autoload_with=conn)
+            query = sa.select(table).where(table.c.campaign == folder.name)
+            return [dict(row._mapping) for row in conn.execute(query)]
+    finally:
+        engine.dispose()
+
+
+def assert_each_row_once(rows: list[dict], expected: dict[str, dict[str, str]], step: str = "echo-params",
+                         parsed: bool = True) -> None:
+    """One finished results row per source row, with its parameters and (``parsed``) its params.txt values."""
+    mine = [row for row in rows if row["step"] == step]
+    indexes = sorted(str(row["row_index"]) for row in mine)
+    assert indexes == sorted(expected), f"row indexes harvested: {indexes}"
+    for row in mine:
+        source = expected[str(row["row_index"])]
+        assert row["state"] == "finished", row
+        assert row["returncode"] == 0, row
+        for name in PARAMS:
+            assert str(row[name]) == source[name.lower()], (name, row)
+            if parsed:
+                assert row[f"{step}_{name}"] == int(source[name.lower()]), (name, row)
+
+
+def ledger_batches(folder: Path) -> list[dict]:
+    with sqlite3.connect(folder / "campaign.db") as db:
+        db.row_factory = sqlite3.Row
+        return [dict(row) for row in db.execute("SELECT * FROM batches ORDER BY number")]
+
+
+def assert_archives_verify(folder: Path, batches: int) -> list[dict]:
+    """Every batch cleaned, with an archive that matches the ledger's SHA-256 and holds its params.txt files."""
+    recorded = ledger_batches(folder)
+    assert len(recorded) == batches, recorded
+    for batch in recorded:
+        assert batch["phase"] == "cleaned", batch
+        assert batch["archive"] and Path(batch["archive"]).is_file(), batch
+        verify_archive(batch["archive"], batch["sha256"])
+        assert batch["archive_bytes"] == Path(batch["archive"]).stat().st_size
+        outputs = [name for name, _ in list_members(batch["archive"]) if name.endswith("/params.txt")]
+        assert len(outputs) == batch["finished"], (batch, outputs)
+    leftovers = list(Path(folder).glob("**/*.partial"))
+    assert not leftovers, leftovers
+    return recorded
+
+
+def assert_no_workspace(folder: Path) -> None:
+    work = folder / "work"
+    assert not work.exists() or not any(work.iterdir()), list(work.iterdir())

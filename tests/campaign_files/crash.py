@@ -1,0 +1,95 @@
+"""Run the legato CLI with one function wrapped to SIGKILL this very process at a chosen moment.
+
+usage: python crash.py POINT N LEGATO-ARGS...
+
+The N-th call of the wrapped function (1-based) kills the process, possibly after doing part
+of its work, so a crash test can stop a campaign at an exact point of a phase and then check
+that ``legato batch --resume`` harvests every row exactly once.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+
+import legato.api
+import legato.archive
+import legato.campaign
+import legato.harvest
+from legato.cli import main
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def wrap(owner: object, name: str, nth: int, action) -> None:
+    """Replace ``owner.name`` so that its ``nth`` call runs ``action(original, *args)``, which ends in die()."""
+    original = getattr(owner, name)
+    calls = [0]
+
+    def wrapper(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == nth:
+            action(original, *args, **kwargs)
+            die()
+        return original(*args, **kwargs)
+
+    setattr(owner, name, wrapper)
+
+
+def nothing(original, *args, **kwargs) -> None:
+    """Die before the call does anything."""
+
+
+def whole(original, *args, **kwargs) -> None:
+    """Die right after the call finished, before its caller records it."""
+    original(*args, **kwargs)
+
+
+def first_record(original, sink, conn, columns, records) -> None:
+    """Insert one results row inside the open transaction, then die: nothing may be committed."""
+    original(sink, conn, columns, records[:1])
+
+
+def one_step_folder(original, path, *args, **kwargs) -> None:
+    """Delete one step folder of the batch workspace, then die: the workspace is half gone."""
+    steps = sorted(entry for entry in os.scandir(path) if entry.is_dir())
+    original(steps[0].path)
+
+
+def campaign_rmtree(nth: int, action) -> None:
+    """Only the campaign's clean phase is meant: other callers of shutil.rmtree pass through."""
+    original = shutil.rmtree
+    calls = [0]
+
+    def rmtree(path, *args, **kwargs):
+        if sys._getframe(1).f_globals.get("__name__") == "legato.campaign":
+            calls[0] += 1
+            if calls[0] == nth:
+                action(original, path)
+                die()
+        return original(path, *args, **kwargs)
+
+    legato.campaign.shutil.rmtree = rmtree
+
+
+POINTS = {
+    "prepare": lambda n: wrap(legato.api, "_write_plan", n, nothing),
+    "harvest-before": lambda n: wrap(legato.harvest.ResultSink, "write", n, nothing),
+    "harvest-inside": lambda n: wrap(legato.harvest.ResultSink, "_insert", n, first_record),
+    "harvest-after": lambda n: wrap(legato.harvest.ResultSink, "write", n, whole),
+    "archive-partial": lambda n: wrap(legato.archive, "_verify", n, nothing),
+    "archive-after": lambda n: wrap(legato.archive, "write_archive", n, whole),
+    "clean-partial": lambda n: campaign_rmtree(n, one_step_folder),
+    "clean-after": lambda n: campaign_rmtree(n, lambda original, path: original(path)),
+    "retry-after": lambda n: wrap(legato.harvest.ResultSink, "drop_failed", n, nothing),
+}
+
+
+if __name__ == "__main__":
+    point, nth, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    POINTS[point](nth)
+    sys.argv = ["legato", *args]
+    main()
