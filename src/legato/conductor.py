@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from legato.execute.local import Finished, LocalExecutor, Started, Task
-from legato.schedulers.base import parse_walltime
+from legato.walltime import parse_walltime
 from legato.store import Store
 
 PENDING, RUNNING, FINISHED, FAILED, TIMEDOUT, CANCELLED, SKIPPED = range(7)
