@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.servers.postgres"]
+pytest_plugins = ["tests.servers.postgres", "tests.servers.slurm"]
 
 REPO = Path(__file__).resolve().parent.parent
 

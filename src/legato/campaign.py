@@ -21,7 +21,7 @@ from typing import Callable
 
 from legato import api, parameters
 from legato.errors import LegatoError
-from legato.spec import ResultFile, load_spec
+from legato.spec import ResultFile, Spec, load_spec
 from legato.store import Store
 from legato.study import study_env
 
@@ -39,6 +39,14 @@ CREATE TABLE IF NOT EXISTS instances (
     reason TEXT, workspace TEXT NOT NULL, params TEXT, PRIMARY KEY (batch, step, label)
 );
 CREATE INDEX IF NOT EXISTS instances_label ON instances (label);
+"""
+_FAILED_ROWS = """
+WITH done AS (SELECT number FROM batches WHERE phase = 'cleaned')
+SELECT (SELECT count(*) FROM (SELECT DISTINCT batch, row_index FROM instances
+                              WHERE state NOT IN ('finished', 'retried') AND params IS NOT NULL
+                              AND batch IN (SELECT number FROM done)))
+     + (SELECT count(*) FROM instances
+        WHERE params IS NULL AND state IN ('failed', 'timedout', 'cancelled') AND batch IN (SELECT number FROM done))
 """
 
 
@@ -86,18 +94,22 @@ class CampaignOutcome:
     failed: int
     seconds: float
     stopped: str | None = None
+    ran: int = 0  # rows (retried ones included) this process took through to cleaned: what the rate is made of
 
     @property
     def ok(self) -> bool:
         return not self.failed and not self.stopped
 
     def summary(self) -> list[str]:
-        rate = self.rows / self.seconds if self.seconds else 0.0
-        lines = [f"{self.batches} batches, {self.rows} rows ({self.failed} failed) in {self.seconds:.1f} s, {rate:.1f} rows/s"]
+        rate = self.ran / self.seconds if self.seconds else 0.0
+        this_run = f" ({self.ran} this run)" if self.ran != self.rows else ""
+        lines = [f"{self.batches} batches, {self.rows} rows ({self.failed} failed){this_run} in {self.seconds:.1f} s, "
+                 f"{rate:.1f} rows/s"]
         if self.stopped:
             lines.append(f"stopped: {self.stopped}; continue with: legato batch --resume {self.folder}")
         elif self.failed:
-            lines.append(f"failed rows: legato status {self.folder}; rerun them: legato batch --resume {self.folder} --retry-failed")
+            lines.append(f"failed rows: legato status {self.folder} --state failed; "
+                         f"rerun them: legato batch --resume {self.folder} --retry-failed")
         return lines
 
 
@@ -105,13 +117,17 @@ class Ledger:
     """The campaign's record of batches and phases (one SQLite file in the campaign folder)."""
 
     def __init__(self, folder: Path, create: bool = False) -> None:
+        self.folder = folder
         path = folder / LEDGER
         if not create and not path.is_file():
             raise LegatoError(f"{folder}: not a legato campaign folder (no {LEDGER})")
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(_SCHEMA)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise LegatoError(f"{path}: cannot read the campaign ledger: {exc}") from None
 
     def close(self) -> None:
         self.db.close()
@@ -147,6 +163,20 @@ class Ledger:
     def next_number(self) -> int:
         return (self.db.execute("SELECT max(number) FROM batches").fetchone()[0] or 0) + 1
 
+    def progress(self) -> tuple[int, int, int]:
+        """(batches, rows, archive bytes) done; a retry batch adds bytes but no rows: its rows were counted once already."""
+        done, rows, archived = self.db.execute(
+            "SELECT sum(retry_of IS NULL), sum(CASE WHEN retry_of IS NULL THEN nrows END), sum(archive_bytes) "
+            "FROM batches WHERE phase = 'cleaned'").fetchone()
+        return done or 0, rows or 0, archived or 0
+
+    def failed_rows(self) -> int:
+        """Rows of finished batches that some step did not finish, plus failed steps that stand for no row (funnels).
+
+        A skipped funnel is not counted: the failure that skipped it already is.
+        """
+        return self.db.execute(_FAILED_ROWS).fetchone()[0]
+
 
 class Campaign:
     """Drives the batches of one campaign folder; ``run()`` goes until the rows run out."""
@@ -159,40 +189,53 @@ class Campaign:
         self.jobs, self.throttle, self.attempts = jobs, throttle, attempts
         self.log = log
         self.spec = load_spec(options.spec)
-        self.result_files = _result_files(self.spec.results, options.result_files)
+        self.result_files = _result_files(self.spec, options.result_files)
         self.name = folder.name
         self.source = None
+        self.sink = None
         self.started = time.time()
+        self.ran = 0
         self.cancelled = False
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, retry_failed: bool = False) -> CampaignOutcome:
         from legato.harvest import ResultSink
 
-        self.sink = ResultSink(self.options.results or f"sqlite:///{self.folder / 'results.db'}")
-        previous = signal.signal(signal.SIGTERM, self._on_signal)
-        if self.ledger.get("total_rows") is None and self.options.rows and "://" not in self.options.rows:
-            self.ledger.set(total_rows=_csv_rows(self.options.rows, self.options.max_rows))
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.ledger.set(reason=None)
         try:
-            for batch in self.ledger.batches(unfinished=True):
-                if not self._process(batch):
-                    return self._outcome("cancelled")
-            if not self._retry_failed(rerun=retry_failed):
-                return self._outcome("cancelled")
-            while not self.ledger.get("exhausted", False):
-                stop = "cancelled" if self.cancelled else self._next_batch()
-                if stop:
-                    return self._outcome(stop)
-            self.ledger.set(state="finished")
-            return self._outcome(None)
+            self.sink = ResultSink(self.options.results or f"sqlite:///{self.folder / 'results.db'}")
+            outcome = self._outcome(self._loop(retry_failed))
+        except LegatoError as error:
+            self.ledger.set(state="stopped", reason=str(error))  # a full disk or a lost database: resumable
+            raise
         finally:
-            signal.signal(signal.SIGTERM, previous)
-            self.sink.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if self.sink:
+                self.sink.close()
             if self.source:
                 self.source.close()
+        self.ledger.set(reason=outcome.stopped)
+        return outcome
+
+    def _loop(self, retry_failed: bool) -> str | None:
+        """Unfinished batches first, then retries, then new batches until the rows run out; why it stopped, if it did."""
+        if self.ledger.get("total_rows") is None and self.options.rows and "://" not in self.options.rows:
+            self.ledger.set(total_rows=_csv_rows(self.options.rows, self.options.max_rows))
+        for batch in self.ledger.batches(unfinished=True):
+            if not self._process(batch):
+                return "cancelled"
+        if not self._retry_failed(rerun=retry_failed):
+            return "cancelled"
+        while not self.ledger.get("exhausted", False):
+            stop = "cancelled" if self.cancelled else self._next_batch()
+            if stop:
+                return stop
+        return None
 
     def _on_signal(self, signum, frame) -> None:
-        """Between phases a cancel stops after the current phase (the conductor handles its own)."""
+        """SIGTERM (legato cancel) or Ctrl-C: stop after the current phase (the conductor handles its own)."""
         self.cancelled = True
 
     def _next_batch(self) -> str | None:
@@ -203,6 +246,9 @@ class Campaign:
         if self.options.max_rows is not None:
             wanted = min(wanted, self.options.max_rows - start)
         table = self._table(start, wanted) if wanted > 0 else parameters.ParameterTable()
+        if table.length > wanted:
+            raise LegatoError(f"{self.options.pgen}: gave {table.length} rows for START={start} NROWS={wanted}; "
+                              "a campaign's pgen must return only the NROWS rows from row START on")
         if table.length == 0:
             self.ledger.set(exhausted=True)
             return None
@@ -229,6 +275,7 @@ class Campaign:
                 return False
             if batch.phase == phase:
                 batch = step(batch)
+        self.ran += batch.nrows
         self._report(batch)
         return True
 
@@ -264,15 +311,15 @@ class Campaign:
                 "SELECT step, label, row, workspace, state, returncode, started, ended, reason, params FROM instances ORDER BY id"
             )
             for step, label, row, workspace, state, rc, started, ended, reason, own in cursor:
-                index, values = params.get(row, (None, {}))
-                index = index if index is not None else str(batch.start + row)
-                values = values if own else {}
+                index, values = params.get(row, (None, {})) if own else (None, {})
+                if own and index is None:
+                    index = str(batch.start + row)
                 results = {}
                 for declared in self.result_files.get(step, ()):
                     results.update(parse_results(str(batch.study / workspace / declared.file), declared.format))
                 rows.append({"step": step, "label": label, "index": index, "state": state, "returncode": rc,
                              "started": started, "ended": ended, "reason": reason, "params": values, "results": results})
-                kept = json.dumps(values) if state != "finished" else None
+                kept = json.dumps(values) if state != "finished" and own else None
                 members.append((batch.number, step, label, index, state, reason, workspace, kept))
         return rows, members
 
@@ -281,7 +328,7 @@ class Campaign:
             return self.ledger.advance(batch, "archived")
         from legato.archive import write_archive
 
-        folder = Path(self.options.archive or self.folder / "archives")
+        folder = Path(self.options.archive) / self.name if self.options.archive else self.folder / "archives"
         folder.mkdir(parents=True, exist_ok=True)
         dest = folder / f"{batch.study.name}.{self.options.archive_format}"
         Path(f"{dest}.partial").unlink(missing_ok=True)
@@ -331,7 +378,7 @@ class Campaign:
     # -- failures, guard, report ---------------------------------------------------------------
     def _failed(self, number: int) -> int:
         return self.ledger.db.execute(
-            "SELECT count(*) FROM instances WHERE batch = ? AND state != 'finished'", (number,)
+            "SELECT count(*) FROM instances WHERE batch = ? AND state NOT IN ('finished', 'retried')", (number,)
         ).fetchone()[0]
 
     def _retry_failed(self, rerun: bool) -> bool:
@@ -348,15 +395,28 @@ class Campaign:
             if not done:
                 if not rerun:
                     continue
+                self._guard()
                 table = _failed_table(self.ledger, number)
                 retry = self.ledger.next_number()
                 study = self.folder / "work" / f"batch-{retry:06d}"
                 if not self._process(self.ledger.add_batch(retry, 0, table.length, study, retry_of=number), table):
                     return False
-            self.sink.drop_failed(self.name, number)
-            self.ledger.db.execute(
-                "UPDATE instances SET state = 'retried' WHERE batch = ? AND state != 'finished'", (number,))
+            self._retire(number)
         return True
+
+    def _retire(self, number: int) -> None:
+        """Batch ``number``'s failed rows have new results in a retry batch: their old instances go, every step of them.
+
+        The other unfinished instances of the batch (a funnel skipped because of them) go too:
+        the retry batch ran its own. Both writes are idempotent, so a crash in between is harmless.
+        """
+        rows = list(_failed_rows(self.ledger, number))
+        self.sink.drop_failed(self.name, number, rows)
+        with self.ledger.db:
+            self.ledger.db.execute("BEGIN IMMEDIATE")
+            self.ledger.db.execute("UPDATE instances SET state = 'retried' WHERE batch = ? AND state != 'finished'", (number,))
+            self.ledger.db.executemany("UPDATE instances SET state = 'retried' WHERE batch = ? AND row_index = ?",
+                                       [(number, index) for index in rows])
 
     def _guard(self) -> None:
         from legato.diskguard import check_room
@@ -367,30 +427,38 @@ class Campaign:
         check_room(paths, self.options.min_free, self.options.min_inodes)
 
     def _report(self, batch: Batch) -> None:
-        done, rows, failed, archived = self.ledger.db.execute(
-            "SELECT count(*), sum(nrows), sum(failed), sum(archive_bytes) FROM batches WHERE phase = 'cleaned'"
-        ).fetchone()
         from legato.diskguard import human_size
 
-        self.log(f"batch {batch.number}: {batch.nrows} rows done; campaign: {done} batches, {rows or 0} rows, "
-                 f"{failed or 0} failed, {human_size(archived or 0)} archived")
+        done, rows, archived = self.ledger.progress()
+        retry = " (retry)" if self._is_retry(batch) else ""
+        self.log(f"batch {batch.number}{retry}: {batch.nrows} rows done; campaign: {done} batches, {rows} rows, "
+                 f"{self.ledger.failed_rows()} failed, {human_size(archived)} archived")
+
+    def _is_retry(self, batch: Batch) -> bool:
+        return self.ledger.db.execute("SELECT retry_of FROM batches WHERE number = ?", (batch.number,)).fetchone()[0] is not None
 
     def _outcome(self, stopped: str | None) -> CampaignOutcome:
-        batches, rows = self.ledger.db.execute(
-            "SELECT count(*), sum(nrows) FROM batches WHERE phase = 'cleaned' AND retry_of IS NULL").fetchone()
-        failed = self.ledger.db.execute(
-            "SELECT count(*) FROM instances WHERE state NOT IN ('finished', 'retried')").fetchone()[0]
-        return CampaignOutcome(self.folder, batches, rows or 0, failed, time.time() - self.started, stopped)
+        done, rows, _ = self.ledger.progress()
+        return CampaignOutcome(self.folder, done, rows, self.ledger.failed_rows(), time.time() - self.started, stopped,
+                               self.ran)
+
+
+def _failed_rows(ledger: Ledger, number: int) -> dict[str, dict[str, str]]:
+    """Row index -> parameters of every row of batch ``number`` that some step did not finish (once per row)."""
+    rows: dict[str, dict[str, str]] = {}
+    for index, params in ledger.db.execute(
+            "SELECT row_index, params FROM instances WHERE batch = ? AND state NOT IN ('finished', 'retried') "
+            "AND params IS NOT NULL ORDER BY rowid", (number,)):
+        rows.setdefault(index, json.loads(params))
+    return rows
 
 
 def _failed_table(ledger: Ledger, number: int) -> parameters.ParameterTable:
-    rows = [(index, json.loads(params)) for index, params in ledger.db.execute(
-        "SELECT row_index, params FROM instances WHERE batch = ? AND state NOT IN ('finished', 'retried') "
-        "AND params IS NOT NULL ORDER BY rowid", (number,))]
+    rows = _failed_rows(ledger, number)
     table = parameters.ParameterTable()
-    for name in (rows[0][1] if rows else {}):
-        table.add(name, [values[name] for _, values in rows])
-    table.index = [index for index, _ in rows]
+    for name in next(iter(rows.values()), {}):
+        table.add(name, [values[name] for values in rows.values()])
+    table.index = list(rows)
     return table
 
 
@@ -416,21 +484,30 @@ def _study_state(study: Path) -> str | None:
         return store.meta().get("state")
 
 
-def _result_files(declared: dict[str, tuple[ResultFile, ...]], cli: list[str]) -> dict[str, tuple[ResultFile, ...]]:
-    """The spec's ``legato.results`` plus ``--result STEP:FILE[:FORMAT]`` entries."""
-    files = {step: list(entries) for step, entries in declared.items()}
+def _result_files(spec: Spec, cli: list[str]) -> dict[str, tuple[ResultFile, ...]]:
+    """The spec's ``legato.results`` plus ``--result STEP:FILE[:FORMAT]`` entries.
+
+    A misspelt step would otherwise harvest nothing, silently, for the whole campaign.
+    """
+    files = {step: list(entries) for step, entries in spec.results.items()}
+    steps = {step.name for step in spec.steps}
     for entry in cli:
         parts = entry.split(":")
         if len(parts) not in (2, 3) or not all(parts):
             raise LegatoError(f"--result {entry!r}: expected STEP:FILE or STEP:FILE:FORMAT")
         if len(parts) == 3 and parts[2] not in ("json", "kv", "csv"):
             raise LegatoError(f"--result {entry!r}: format must be json, kv or csv")
+        if parts[0] not in steps:
+            raise LegatoError(f"--result {entry!r}: the spec has no step {parts[0]!r} (steps: {', '.join(sorted(steps))})")
         files.setdefault(parts[0], []).append(ResultFile(parts[1], parts[2] if len(parts) == 3 else None))
     return {step: tuple(entries) for step, entries in files.items()}
 
 
 def options_of(ledger: Ledger) -> CampaignOptions:
-    return CampaignOptions(**ledger.get("options"))
+    saved = ledger.get("options")
+    if saved is None:  # killed between creating the ledger and saving the options: nothing ran
+        raise LegatoError(f"{ledger.folder}: the campaign never started (no options saved); delete the folder and start it again")
+    return CampaignOptions(**saved)
 
 
 def save_options(ledger: Ledger, options: CampaignOptions) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from legato.execute import Queued
 from legato.execute.local import Finished, LocalExecutor, Started, Task
 from legato.walltime import parse_walltime
 from legato.store import Store
@@ -241,7 +242,10 @@ class Conductor:
                 self._fetched[row[0]] = row[1:]
         return self._fetched.pop(id_)
 
-    def _handle(self, event: Started | Finished) -> None:
+    def _handle(self, event: Started | Finished | Queued) -> None:
+        if isinstance(event, Queued):
+            self._change(event.key, jobid=event.jobid)
+            return
         if isinstance(event, Started):
             self._move(event.key, RUNNING)
             self._change(event.key, state="running", pid=event.pid, started=event.time)

@@ -36,6 +36,8 @@ _INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"[-+]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _PAIR = re.compile(r"""([^\s=]+)\s*=\s*("[^"]*"|'[^']*'|\S*)""")
 _PG_NAME_BYTES = 63
+_IN_LIST = 500
+"""Values per ``IN (...)`` list: well under SQLite's oldest limit of 999 bound parameters."""
 
 
 def parse_results(path: str, fmt: str | None = None) -> dict[str, object]:
@@ -149,12 +151,20 @@ class ResultSink:
             conn.execute(sa.delete(table).where(table.c.campaign == campaign, table.c.batch == batch))
             self._insert(conn, columns, records)
 
-    def drop_failed(self, campaign: str, batch: int) -> int:
-        """Remove a batch's unfinished rows once a retry batch holds their new results; returns how many went."""
-        table = sa.table(TABLE, sa.column("campaign"), sa.column("batch"), sa.column("state"))
+    def drop_failed(self, campaign: str, batch: int, rows: Sequence[str] = ()) -> int:
+        """Remove a batch's unfinished rows once a retry batch holds their new results; returns how many went.
+
+        The retry batch ran every step of a failed row again, so the rows given by index go whole,
+        their finished steps included; else those steps would be in the table twice.
+        """
+        table = sa.table(TABLE, sa.column("campaign"), sa.column("batch"), sa.column("state"), sa.column("row_index"))
+        mine = sa.and_(table.c.campaign == campaign, table.c.batch == batch)
         with self._transaction() as conn:
-            return conn.execute(sa.delete(table).where(table.c.campaign == campaign, table.c.batch == batch,
-                                                       table.c.state.is_distinct_from("finished"))).rowcount
+            gone = conn.execute(sa.delete(table).where(mine, table.c.state.is_distinct_from("finished"))).rowcount
+            for start in range(0, len(rows), _IN_LIST):
+                chunk = list(rows[start:start + _IN_LIST])
+                gone += conn.execute(sa.delete(table).where(mine, table.c.row_index.in_(chunk))).rowcount
+            return gone
 
     def batches(self, campaign: str) -> set[int]:
         table = sa.table(TABLE, sa.column("campaign"), sa.column("batch"))

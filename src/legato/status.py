@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,14 @@ def show(folder: str, *, states: Iterable[str] = (), steps: Iterable[str] = (), 
          as_csv: bool = False, limit: int | None = None, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     if (Path(folder) / "campaign.db").is_file():
-        _campaign(Path(folder), as_json, stream)
+        if as_csv:
+            from legato.errors import LegatoError
+
+            raise LegatoError(f"--csv is for study folders; a campaign's results: legato results {folder} --csv FILE")
+        if states or steps:
+            _campaign_list(Path(folder), list(states), list(steps), as_json, limit, stream)
+        else:
+            _campaign(Path(folder), as_json, stream)
         return
     with Store.of_study(folder) as store:
         if as_csv:
@@ -62,12 +70,16 @@ def _table(header: list[str], rows: list[list[str]], stream: TextIO) -> None:
         stream.write("  ".join(cells).rstrip() + "\n")
 
 
-def _list(store: Store, states: list[str], steps: list[str], as_json: bool, limit: int | None, stream: TextIO) -> None:
-    unknown = [state for state in states if state not in STATES]
+def _check_states(states: list[str], known: Iterable[str]) -> None:
+    unknown = [state for state in states if state not in known]
     if unknown:
         from legato.errors import LegatoError
 
-        raise LegatoError(f"--state {unknown[0]!r}: expected one of {', '.join(STATES)}")
+        raise LegatoError(f"--state {unknown[0]!r}: expected one of {', '.join(known)}")
+
+
+def _list(store: Store, states: list[str], steps: list[str], as_json: bool, limit: int | None, stream: TextIO) -> None:
+    _check_states(states, STATES)
     records = store.select(states=states, steps=steps, limit=limit)
     if as_json:
         stream.write("[\n")
@@ -110,35 +122,49 @@ def _stamp(value: float | None) -> str:
 
 
 def campaign_summary(folder: Path) -> dict:
-    """Batches done/total, rows finished/failed, bytes archived, rate and ETA of a campaign."""
+    """Batches done/total, rows finished/failed, bytes archived, rate and ETA of a campaign.
+
+    Rows are counted once: a retry batch reruns rows already counted, so it adds to
+    ``retry_batches`` and to the bytes archived but not to the rows or batches done.
+    """
     from legato.campaign import Ledger, options_of
 
     ledger = Ledger(folder)
     try:
         options = options_of(ledger)
-        db = ledger.db
-        cleaned, rows, planned, archived, first, last = db.execute(
-            "SELECT sum(phase = 'cleaned'), sum(CASE WHEN phase = 'cleaned' AND retry_of IS NULL THEN nrows END), "
-            "sum(CASE WHEN retry_of IS NULL THEN nrows END), sum(archive_bytes), min(started), max(ended) FROM batches"
-        ).fetchone()
-        states = dict(db.execute("SELECT state, count(*) FROM instances GROUP BY state").fetchall())
+        batches, rows, archived = ledger.progress()
+        failed = ledger.failed_rows()
+        retries, planned, first, last = ledger.db.execute(
+            "SELECT sum(phase = 'cleaned' AND retry_of IS NOT NULL), sum(CASE WHEN retry_of IS NULL THEN nrows END), "
+            "min(started), max(ended) FROM batches").fetchone()
         total_rows = ledger.get("total_rows") or options.max_rows
-        exhausted = ledger.get("exhausted", False)
-        state = ledger.get("state")
+        if ledger.get("exhausted", False):
+            total_rows = planned or 0  # every row has a batch: the total is known
+        state, reason, pid = ledger.get("state"), ledger.get("reason"), ledger.get("pid")
     finally:
         ledger.close()
-    rows = rows or 0
+    if state == "running" and pid and not _alive(pid):
+        state = "interrupted"
     rate = rows / (last - first) if first and last and last > first else None
-    if exhausted:
-        total_rows = planned or 0  # every row has a batch: the total is known
     total_batches = -(-total_rows // options.batch_size) if total_rows else None
-    eta = (total_rows - rows) / rate if rate and total_rows else None
+    eta = max(total_rows - rows, 0) / rate if rate and total_rows else None
     return {
-        "campaign": folder.name, "state": state, "batches_done": cleaned or 0, "batches_total": total_batches,
-        "rows_done": rows, "rows_total": total_rows, "finished": states.get("finished", 0),
-        "failed": sum(n for s, n in states.items() if s not in ("finished", "retried")),
-        "bytes_archived": archived or 0, "rows_per_second": rate, "eta_seconds": eta,
+        "campaign": folder.name, "state": state, "reason": reason, "batches_done": batches,
+        "batches_total": total_batches, "retry_batches": retries or 0, "rows_done": rows, "rows_total": total_rows,
+        "finished": rows - failed, "failed": failed, "bytes_archived": archived, "rows_per_second": rate,
+        "eta_seconds": eta,
     }
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process that last ran the campaign still exists: a killed one leaves the state 'running'."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    return True
 
 
 def _campaign(folder: Path, as_json: bool, stream: TextIO) -> None:
@@ -151,13 +177,47 @@ def _campaign(folder: Path, as_json: bool, stream: TextIO) -> None:
         return
     rate = f"{info['rows_per_second']:.1f} rows/s" if info["rows_per_second"] else "-- rows/s"
     eta = f"ETA {info['eta_seconds']:.0f} s" if info["eta_seconds"] is not None else "ETA --"
+    state = info["state"] + (f" ({info['reason']})" if info["reason"] else "")
+    if info["state"] in ("interrupted", "stopped"):
+        state += f"; continue with: legato batch --resume {folder}"
+    retries = f" (+{info['retry_batches']} retry)" if info["retry_batches"] else ""
     stream.write(
-        f"{info['campaign']}: {info['state']}\n"
-        f"  batches  {info['batches_done']}/{_known(info['batches_total'])}\n"
+        f"{info['campaign']}: {state}\n"
+        f"  batches  {info['batches_done']}/{_known(info['batches_total'])}{retries}\n"
         f"  rows     {info['rows_done']}/{_known(info['rows_total'])} ({info['finished']} finished, {info['failed']} failed)\n"
         f"  archived {human_size(info['bytes_archived'])}\n"
         f"  {rate}, {eta}\n"
     )
+
+
+def _campaign_list(folder: Path, states: list[str], steps: list[str], as_json: bool, limit: int | None,
+                   stream: TextIO) -> None:
+    """The harvested instances of a campaign in these states/steps, from its ledger: which rows failed, and why.
+
+    Their workspaces are gone; the listing says which archive holds each (``legato archive get``).
+    """
+    from legato.campaign import Ledger
+
+    _check_states(states, (*STATES, "retried"))
+    where = [f"i.{column} IN ({', '.join('?' * len(values))})" for column, values in (("state", states), ("step", steps))
+             if values]
+    sql = ("SELECT i.batch, i.step, i.label, i.row_index, i.state, i.reason, b.archive FROM instances i "
+           "JOIN batches b ON b.number = i.batch" + (f" WHERE {' AND '.join(where)}" if where else "") +
+           " ORDER BY i.batch, i.rowid" + (f" LIMIT {int(limit)}" if limit is not None else ""))
+    columns = ("batch", "step", "label", "row_index", "state", "reason", "archive")
+    ledger = Ledger(folder)
+    try:
+        records = [dict(zip(columns, row)) for row in ledger.db.execute(sql, [*states, *steps])]
+    finally:
+        ledger.close()
+    if as_json:
+        json.dump(records, stream, indent=2)
+        stream.write("\n")
+        return
+    for record in records:
+        reason = f"  ({record['reason']})" if record["reason"] else ""
+        stream.write(f"{record['state']:<9} batch {record['batch']} {record['step']}/{record['label'] or '-'} "
+                     f"row {record['row_index'] or '-'}{reason}  {record['archive'] or 'not archived'}\n")
 
 
 def _known(value: int | None) -> str:

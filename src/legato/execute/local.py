@@ -39,38 +39,38 @@ from legato.errors import LegatoError
 
 GRACE_SECONDS = 2.0  # from SIGTERM to SIGKILL of an instance's process group
 
-# @C@ is the fd of the cancel pipe: sequence numbers of queued tasks the worker must skip.
+# One payload per task, framed as "LENGTH\nTEXT" (ASCII) so that bash reads it in one read()
+# instead of byte by byte. TEXT assigns _lg_k (sequence number), _lg_d (folder), _lg_o/_lg_e
+# (files), _lg_x (script) and LEGATO_TAG. All set-up happens in the worker before the fork: a
+# forked bash pays a page copy for every page it writes. @C@ is the fd of the cancel pipe, which
+# carries sequence numbers of queued tasks to skip. A done-report is held back while the next
+# payload is already waiting, so that it reaches the conductor with the next start-report.
 _WORKER = r"""
 set -m
 _lg_skip=()
-_lg_drain() {
-    local s
-    while read -t 0 -u @C@ && read -r -u @C@ s; do _lg_skip[$s]=1; done
-}
-_lg_run() {
-    read -t 0 -u @C@ && _lg_drain
-    if [[ ${_lg_skip[$1]-} ]]; then unset "_lg_skip[$1]"; echo "k $1"; return; fi
-    (
-        set +m
-        cd -- "$2" && exec @C@<&- </dev/null 2>"$4" >"$3" || exit
-        export "${@:6}"
-        unset -v _lg_skip _lg_line
-        unset -f _lg_run _lg_drain
-        set -- "$5"
-        eval "shift; $1"
-    ) &
-    echo "s $1 $!"
-    wait $!
-    echo "d $1 $?"
-}
-while IFS= read -r _lg_line; do
-    eval "$_lg_line"
+_lg_r=
+while read -r _lg_n && IFS= read -r -N "$_lg_n" _lg_p; do
+    eval "$_lg_p"
+    read -t 0 -u @C@ && while read -t 0 -u @C@ && read -r -u @C@ _lg_n; do _lg_skip[_lg_n]=1; done
+    if [[ ${_lg_skip[_lg_k]-} ]]; then
+        unset "_lg_skip[_lg_k]"
+        _lg_r+="k $_lg_k"$'\n'
+    elif cd -- "$_lg_d"; then
+        ( set +m; eval "$_lg_x" ) </dev/null >"$_lg_o" 2>"$_lg_e" @C@<&- &
+        echo "${_lg_r}s $_lg_k $!"
+        wait $!
+        _lg_r="d $_lg_k $?"$'\n'
+    else
+        _lg_r+="c $_lg_k"$'\n'
+    fi
+    read -t 0 || { echo -n "$_lg_r"; _lg_r=; }
 done
+echo -n "$_lg_r"
 """
 
 _SIGNALS = frozenset(int(s) for s in signal.valid_signals())
-_NEEDS_ANSI_C = re.compile(r"[\x00-\x1f\x7f']")
-_ANSI_C = {c: f"\\x{c:02x}" for c in (*range(32), 0x7F)} | {ord("\\"): "\\\\", ord("'"): "\\'"}
+_PLAIN = re.compile(r"[ -&(-~]*")  # printable ASCII but the single quote
+_ANSI_C = {c: f"\\x{c:02x}" for c in range(256) if not 32 <= c < 127} | {ord("\\"): "\\\\", ord("'"): "\\'"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -157,7 +157,7 @@ class LocalExecutor:
         self._grace = grace
         self._bash = _find_bash()
         self._env = {**os.environ, **(env or {}), "LEGATO_TAG": f"{tag}:"}
-        self._tag_arg = "LEGATO_TAG=" + _quote(f"{tag}:")
+        self._tag_prefix = " LEGATO_TAG=" + _quote(f"{tag}:")
         self._selector = selectors.DefaultSelector()
         self._workers: list[_Worker] = []
         self._idle: set[_Worker] = set()
@@ -224,32 +224,36 @@ class LocalExecutor:
         self._send(worker, job.line)
 
     def _line(self, job: _Job) -> bytes:
-        """The worker's command for one task: ``_lg_run SEQ CWD STDOUT STDERR SCRIPT VAR=VALUE...``."""
+        """The worker's framed payload for one task."""
         task = job.task
         cwd = task.cwd if task.cwd.startswith("/") else os.path.abspath(task.cwd)
-        words = ["_lg_run", str(job.seq), _quote(cwd), _quote(_within(task.stdout, task.cwd)),
-                 _quote(_within(task.stderr, task.cwd)), _quote(self._script(job)), self._tag_arg + str(task.key)]
-        for name, value in (task.env or {}).items():
-            if not _ENV_NAME.fullmatch(name):
-                raise LegatoError(f"instance {task.key}: {name!r} is not a valid environment variable name")
-            words.append(_quote(f"{name}={value}"))
-        return (" ".join(words) + "\n").encode("utf-8", "surrogateescape")
+        text = (f"_lg_k={job.seq} _lg_d={_quote(cwd)} _lg_o={_quote(_within(task.stdout, task.cwd))}"
+                f" _lg_e={_quote(_within(task.stderr, task.cwd))} _lg_x={_quote(self._script(job))}"
+                f"{self._tag_prefix}{task.key}")
+        return f"{len(text)}\n{text}".encode("ascii")
 
     def _script(self, job: _Job) -> str:
         """Bash scripts run in the subshell itself; others, and bash scripts that use ``$$``
-        (which would name the worker), run from a file by their own interpreter."""
+        (which would name the worker), run from a file by their own interpreter. Variables of
+        the task's own ``env`` are exported inside the subshell, so they stay with this task."""
         task = job.task
-        if "\0" in task.script:
-            raise LegatoError(f"instance {task.key}: its script contains a NUL character")
-        if "$$" not in task.script and _is_bash(task.shell, self._bash):
-            return task.script
-        if self._scripts_dir is None:
-            self._scripts_dir = tempfile.mkdtemp(prefix="legato-scripts-")
-        job.script_file = os.path.join(self._scripts_dir, str(job.seq))
-        with open(job.script_file, "w", encoding="utf-8", errors="surrogateescape") as out:
-            out.write(task.script)
-        argv = shlex.split(task.shell) if not _is_bash(task.shell, self._bash) else [self._bash]
-        return "exec " + shlex.join([*argv, job.script_file])
+        script = task.script
+        if "$$" in script or not _is_bash(task.shell, self._bash):
+            if self._scripts_dir is None:
+                self._scripts_dir = tempfile.mkdtemp(prefix="legato-scripts-")
+            job.script_file = os.path.join(self._scripts_dir, str(job.seq))
+            with open(job.script_file, "w", encoding="utf-8", errors="surrogateescape") as out:
+                out.write(script)
+            argv = [self._bash] if _is_bash(task.shell, self._bash) else shlex.split(task.shell)
+            script = "exec " + shlex.join([*argv, job.script_file])
+        if task.env:
+            exports = []
+            for name, value in task.env.items():
+                if not _ENV_NAME.fullmatch(name):
+                    raise LegatoError(f"instance {task.key}: {name!r} is not a valid environment variable name")
+                exports.append(f"export {name}={shlex.quote(value)}\n")
+            script = "".join(exports) + script
+        return script
 
     def _send(self, worker: _Worker, data: bytes) -> None:
         """Writes without blocking: a worker busy with a long instance reads its queue late."""
@@ -320,9 +324,9 @@ class LocalExecutor:
                 self._on_start(job, int(rest[0]), now)
             elif kind == b"d":
                 self._finish(job, _returncode(int(rest[0])), now)
-            else:
+            else:  # k: skipped, cancelled while queued; c: its folder could not be entered
                 job.started = now
-                self._finish(job, -signal.SIGTERM, now)  # skipped: cancelled while queued
+                self._finish(job, -signal.SIGTERM if kind == b"k" else 1, now)
 
     def _on_start(self, job: _Job, pid: int, now: float) -> None:
         job.pid, job.started = pid, now
@@ -480,10 +484,12 @@ def kill_leftovers(pids: Iterable[int], tag: str) -> int:
 
 # -- helpers ------------------------------------------------------------------------------------
 def _quote(text: str) -> str:
-    """One bash word on one line: '...' where possible, else $'...' with escapes."""
-    if not _NEEDS_ANSI_C.search(text):
+    """One bash word in printable ASCII: '...' where possible, else $'...' with escapes."""
+    if _PLAIN.fullmatch(text):
         return f"'{text}'"
-    return "$'" + text.translate(_ANSI_C) + "'"
+    if "\0" in text:
+        raise LegatoError(f"a NUL character cannot be passed to a shell: {text[:60]!r}")
+    return "$'" + text.encode("utf-8", "surrogateescape").decode("latin-1").translate(_ANSI_C) + "'"
 
 
 def _within(path: str, cwd: str) -> str:
