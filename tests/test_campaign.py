@@ -42,7 +42,7 @@ def options(**changes) -> CampaignOptions:
 
 def run_batch(folder: Path, **changes):
     lines: list[str] = []
-    outcome = api.batch(options(**changes), out=folder, jobs=2, log=lines.append)
+    outcome = api.batch(options(**changes), out=folder, execution={"jobs": 2}, log=lines.append)
     return outcome, lines
 
 

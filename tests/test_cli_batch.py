@@ -203,7 +203,6 @@ def test_min_free_beyond_the_disk(sample_dir):
     assert_one_line_error(legato("batch", "--resume", "camp", cwd=sample_dir), "not enough room on")
 
 
-@pytest.mark.xfail(strict=True, reason="cli/api: --resume ignores --min-free, so a campaign stopped by it cannot lower it")
 def test_resume_can_lower_min_free(sample_dir):
     batch(sample_dir, *CSV_ROWS, "--min-free", "1000T", ok=False)
     done = legato("batch", "--resume", "camp", "--min-free", "1M", cwd=sample_dir)
@@ -246,7 +245,6 @@ def test_existing_out_folder(sample_dir):
     assert [path.name for path in (sample_dir / "camp").iterdir()] == ["keep.txt"]
 
 
-@pytest.mark.xfail(strict=True, reason="api.batch makes the campaign folder before checking the row source and --result")
 @pytest.mark.parametrize("case", ["missing-csv", "result-spec", "index"])
 def test_bad_input_leaves_no_campaign_behind(sample_dir, case):
     """Else the corrected command fails with 'exists', and --resume replays the bad input."""

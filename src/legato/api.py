@@ -193,6 +193,29 @@ LOCK_NAME = ".conductor.lock"
 LOG_NAME = "conductor.log"
 
 
+@dataclass(frozen=True)
+class ClusterOptions:
+    """How a study whose spec has a scheduler ``batch`` block uses it.
+
+    ``pack`` instances share one job (1 is Maestro's one job per instance); ``array`` makes
+    each chunk a job array instead; ``job_cores`` sizes a packed job (default: the chunk's
+    cores, at most this machine's); ``interval`` is seconds between scheduler polls
+    (Maestro's ``-s``); ``local`` ignores the scheduler and runs here.
+    """
+
+    pack: int = 100
+    array: bool = False
+    job_cores: int | None = None
+    interval: float = 5.0
+    local: bool = False
+
+    def argv(self) -> list[str]:
+        flags = ["--pack", str(self.pack), "-s", str(self.interval)]
+        flags += ["--array"] if self.array else []
+        flags += ["--job-cores", str(self.job_cores)] if self.job_cores else []
+        return flags + (["--local"] if self.local else [])
+
+
 def execute(
     root: str | os.PathLike,
     *,
@@ -201,18 +224,19 @@ def execute(
     attempts: int = 1,
     detach: bool = False,
     progress: bool = True,
+    cluster: ClusterOptions = ClusterOptions(),
 ):
     """Run (or resume) the study in ``root`` until nothing more can run; returns its ``Outcome``.
 
     Resuming is the same call: finished instances stay finished, instances an earlier
-    conductor left running are killed if still alive and run again.
+    conductor left running are killed if still alive and run again. With a scheduler in the
+    spec's ``batch`` block, instances run as packed cluster jobs and ``throttle`` caps the
+    study's jobs queued or running at once.
     """
     root = Path(root).absolute()
     if detach:
-        return _detach(root, jobs, throttle, attempts)
+        return _detach(root, jobs, throttle, attempts, cluster)
     from filelock import FileLock, Timeout
-
-    from legato.execute.local import LocalExecutor
 
     with Store.of_study(root) as store:
         lock = FileLock(root / LOCK_NAME)
@@ -221,9 +245,10 @@ def execute(
         except Timeout:
             raise LegatoError(f"{root}: a conductor is already running this study (see legato status)") from None
         try:
-            tag = _claim(store)
-            with LocalExecutor(jobs or os.cpu_count() or 1, tag=tag) as executor:
-                outcome = _conduct(root, store, executor, throttle, attempts, progress)
+            scheduler = None if cluster.local else _scheduler(store)
+            tag = _claim(store, scheduler)
+            with _executor(root, scheduler, jobs, throttle, tag, cluster) as executor:
+                outcome = _conduct(root, store, executor, 0 if scheduler else throttle, attempts, progress)
             store.set_meta(state="cancelled" if outcome.cancelled else ("finished" if outcome.ok else "failed"))
             _write_status_csv(root, store)
             return outcome
@@ -231,8 +256,25 @@ def execute(
             lock.release()
 
 
-def _claim(store: Store) -> str:
-    """Take over the study: kill what a killed conductor left running, and record who runs it now."""
+def _scheduler(store: Store):
+    from legato.schedulers import scheduler_for
+
+    return scheduler_for(store.meta().get("batch") or {})
+
+
+def _executor(root: Path, scheduler, jobs: int | None, throttle: int, tag: str, cluster: ClusterOptions):
+    if scheduler is None:
+        from legato.execute.local import LocalExecutor
+
+        return LocalExecutor(jobs or os.cpu_count() or 1, tag=tag)
+    from legato.execute.packed import PackedExecutor
+
+    return PackedExecutor(scheduler, root / "jobs", pack=cluster.pack, job_cores=cluster.job_cores, max_jobs=throttle,
+                          array=cluster.array, interval=cluster.interval, tag=tag)
+
+
+def _claim(store: Store, scheduler=None) -> str:
+    """Take over the study: stop what a killed conductor left running, and record who runs it now."""
     import uuid
 
     from legato.execute.local import kill_leftovers
@@ -241,6 +283,7 @@ def _claim(store: Store) -> str:
     tag = meta.get("tag") or uuid.uuid4().hex
     leftovers = [row[0] for row in store.db.execute("SELECT pid FROM instances WHERE state = 'running' AND pid IS NOT NULL")]
     kill_leftovers(leftovers, tag)
+    _cancel_jobs(store, scheduler)
     store.set_meta(tag=tag, state="running", conductor_pid=os.getpid())
     return tag
 
@@ -257,7 +300,17 @@ def _conduct(root: Path, store: Store, executor, throttle: int, attempts: int, p
             show.close()
 
 
-def _detach(root: Path, jobs: int | None, throttle: int, attempts: int):
+def _cancel_jobs(store: Store, scheduler) -> None:
+    """Cluster jobs of unfinished instances left by an earlier conductor: cancelled, their instances rerun."""
+    if scheduler is None:
+        return
+    jobids = sorted({jobid for (jobid,) in store.db.execute(
+        "SELECT DISTINCT jobid FROM instances WHERE jobid IS NOT NULL AND state IN ('pending', 'running')")})
+    if jobids:
+        scheduler.cancel(jobids)
+
+
+def _detach(root: Path, jobs: int | None, throttle: int, attempts: int, cluster: ClusterOptions):
     """Start the conductor as a background process of this same Python, so PATH does not matter."""
     import subprocess
     import sys
@@ -266,7 +319,8 @@ def _detach(root: Path, jobs: int | None, throttle: int, attempts: int):
     from legato.conductor import Outcome
 
     Store.of_study(root).close()  # a clear error now rather than in the log
-    argv = [sys.executable, "-m", "legato", "run", "--resume", str(root), "-t", str(throttle), "-a", str(attempts)]
+    argv = [sys.executable, "-m", "legato", "run", "--resume", str(root), "-t", str(throttle), "-a", str(attempts),
+            *cluster.argv()]
     if jobs:
         argv += ["-j", str(jobs)]
     log = root / LOG_NAME
@@ -334,6 +388,7 @@ def _cancel_orphans(root: Path, store: Store, meta: dict) -> str:
 
     rows = store.db.execute("SELECT id, pid FROM instances WHERE state = 'running'").fetchall()
     killed = kill_leftovers([pid for _, pid in rows if pid], meta.get("tag", ""))
+    _cancel_jobs(store, _scheduler(store))
     store.update_many([{"id": id_, "state": "cancelled", "reason": "cancelled"} for id_, _ in rows])
     store.set_meta(state="cancelled")
     _write_status_csv(root, store)
@@ -350,9 +405,11 @@ def _write_status_csv(root: Path, store: Store) -> None:
 CAMPAIGN_LOCK = ".campaign.lock"
 
 
-def batch(options, *, out: str | os.PathLike | None = None, jobs: int | None = None, throttle: int = 0,
-          attempts: int = 1, log=print):
-    """Start a batch campaign (``legato batch``): returns its ``CampaignOutcome``."""
+def batch(options, *, out: str | os.PathLike | None = None, execution: dict | None = None, log=print):
+    """Start a batch campaign (``legato batch``): returns its ``CampaignOutcome``.
+
+    ``execution`` holds ``execute``'s keywords (jobs, throttle, attempts, cluster) for every batch.
+    """
     from dataclasses import replace as with_changes
 
     from legato.campaign import Ledger, save_options
@@ -369,17 +426,29 @@ def batch(options, *, out: str | os.PathLike | None = None, jobs: int | None = N
         raise LegatoError("legato batch needs rows: --rows SOURCE (CSV file or SQL URL) or --pgen FILE")
     if options.pgen and not Path(options.pgen).is_file():
         raise LegatoError(f"{options.pgen}: no such pgen file")
+    _check_campaign_inputs(spec, options)
     folder.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(folder, create=True)
     save_options(ledger, options)
     ledger.set(name=spec.name, state="running")
     ledger.close()
-    return resume_batch(folder, jobs=jobs, throttle=throttle, attempts=attempts, log=log)
+    return resume_batch(folder, execution=execution, log=log)
 
 
-def resume_batch(folder: str | os.PathLike, *, jobs: int | None = None, throttle: int = 0, attempts: int = 1,
-                 retry_failed: bool = False, log=print):
-    """Continue a campaign exactly where it stopped."""
+def _check_campaign_inputs(spec, options) -> None:
+    """Refuse bad rows or result declarations before a campaign folder exists, so a typo leaves nothing."""
+    from legato.campaign import _result_files
+
+    _result_files(spec, options.result_files)
+    if options.rows:
+        from legato.rows import open_rows
+
+        open_rows(options.rows, options.index).close()
+
+
+def resume_batch(folder: str | os.PathLike, *, execution: dict | None = None, retry_failed: bool = False,
+                 guard: dict | None = None, log=print):
+    """Continue a campaign exactly where it stopped; ``guard`` may lower min_free/min_inodes."""
     from filelock import FileLock, Timeout
 
     from legato.campaign import Campaign, Ledger, options_of
@@ -395,9 +464,16 @@ def resume_batch(folder: str | os.PathLike, *, jobs: int | None = None, throttle
     cwd = os.getcwd()
     try:
         options = options_of(ledger)
+        if guard:
+            from dataclasses import replace as with_changes
+
+            from legato.campaign import save_options
+
+            options = with_changes(options, **guard)
+            save_options(ledger, options)
         os.chdir(options.cwd)  # relative paths in pargs (a pgen's CSV) mean what they meant at the start
         ledger.set(pid=os.getpid(), state="running")
-        outcome = Campaign(folder, options, ledger, jobs, throttle, attempts, log).run(retry_failed)
+        outcome = Campaign(folder, options, ledger, execution, log).run(retry_failed)
         ledger.set(state="finished" if outcome.ok else ("stopped" if outcome.stopped else "failed"))
         return outcome
     finally:

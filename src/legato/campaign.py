@@ -181,12 +181,12 @@ class Ledger:
 class Campaign:
     """Drives the batches of one campaign folder; ``run()`` goes until the rows run out."""
 
-    def __init__(self, folder: Path, options: CampaignOptions, ledger: Ledger, jobs: int | None = None,
-                 throttle: int = 0, attempts: int = 1, log: Callable[[str], None] = print) -> None:
+    def __init__(self, folder: Path, options: CampaignOptions, ledger: Ledger, execution: dict | None = None,
+                 log: Callable[[str], None] = print) -> None:
         self.folder = folder
         self.options = options
         self.ledger = ledger
-        self.jobs, self.throttle, self.attempts = jobs, throttle, attempts
+        self.execution = execution or {}  # api.execute's keywords: jobs, throttle, attempts, cluster
         self.log = log
         self.spec = load_spec(options.spec)
         self.result_files = _result_files(self.spec, options.result_files)
@@ -289,7 +289,7 @@ class Campaign:
                 shutil.rmtree(batch.study)  # a prepare cut short: the campaign owns its work folder
             api.prepare(self.options.spec, out=batch.study, replace=True, table=table,
                         layout=self.options.layout, fanout=self.options.fanout)
-        return api.execute(batch.study, jobs=self.jobs, throttle=self.throttle, attempts=self.attempts, progress=False)
+        return api.execute(batch.study, progress=False, **self.execution)
 
     def _harvest(self, batch: Batch) -> Batch:
         rows, members = self._collect(batch)

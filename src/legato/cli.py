@@ -56,6 +56,28 @@ def _study_options(function):
     return function
 
 
+def _cluster_options(function):
+    """How studies with a scheduler ``batch`` block use it (ignored for local studies)."""
+    options = [
+        click.option("--pack", type=click.IntRange(min=1), default=100, show_default=True,
+                     help="Cluster: instances per job (1: one job per instance, as Maestro)."),
+        click.option("--array", is_flag=True, help="Cluster: submit each chunk as a job array."),
+        click.option("--job-cores", type=click.IntRange(min=1), help="Cluster: cores per packed job."),
+        click.option("-s", "--sleep", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+                     help="Cluster: seconds between scheduler polls (Maestro's -s)."),
+        click.option("--local", is_flag=True, help="Run here even if the spec names a scheduler."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _cluster(pack: int, array: bool, job_cores: int | None, sleep: float, local: bool):
+    from legato.api import ClusterOptions
+
+    return ClusterOptions(pack=pack, array=array, job_cores=job_cores, interval=sleep, local=local)
+
+
 @main.command()
 @click.argument("spec", type=click.Path(), required=False)
 @_study_options
@@ -71,17 +93,18 @@ def _study_options(function):
 @click.option("-y", "yes", is_flag=True, help="Answer yes: replace an existing -o folder.")
 @click.option("-n", "no", is_flag=True, help="Answer no to every question.")
 @click.option("-fg", "foreground", is_flag=True, help="Maestro compatibility: legato runs in the foreground unless --detach.")
-@click.option("-s", "--sleep", type=float, help="Maestro compatibility: accepted and ignored (legato does not poll locally).")
+@_cluster_options
 @click.option("--hashws", is_flag=True, hidden=True)
 def run(spec, pgen, pargs, layout, fanout, out, dry, jobs, throttle, attempts, rlimit, resume_dir, detach,
-        write_scripts, yes, no, foreground, sleep, hashws) -> None:
+        write_scripts, yes, no, foreground, hashws, **cluster) -> None:
     """Run a study SPEC (or --resume a study folder)."""
     from legato import api
 
     if rlimit is not None:
         attempts = max(attempts, rlimit + 1)
     if resume_dir:
-        result = api.resume(resume_dir, jobs=jobs, throttle=throttle, attempts=attempts, detach=detach)
+        result = api.execute(resume_dir, jobs=jobs, throttle=throttle, attempts=attempts, detach=detach,
+                             cluster=_cluster(**cluster))
         _finish(result)
         return
     if not spec:
@@ -93,7 +116,8 @@ def run(spec, pgen, pargs, layout, fanout, out, dry, jobs, throttle, attempts, r
     if dry:
         click.echo(f"dry run: {study.total} instances prepared in {study.root}; nothing ran")
         return
-    _finish(api.execute(study.root, jobs=jobs, throttle=throttle, attempts=attempts, detach=detach))
+    _finish(api.execute(study.root, jobs=jobs, throttle=throttle, attempts=attempts, detach=detach,
+                        cluster=_cluster(**cluster)))
 
 
 def _confirm_replace(out: str) -> bool:
@@ -160,24 +184,27 @@ def cancel(folder, yes) -> None:
 @click.option("--no-archive", is_flag=True, help="Only harvest, then delete each batch workspace.")
 @click.option("--keep-workspace", is_flag=True, help="Keep each batch workspace after archiving.")
 @click.option("--on-failure", type=click.Choice(["continue", "stop"]), default="continue", show_default=True)
-@click.option("--min-free", default="1G", show_default=True, help="Free space needed before each batch.")
-@click.option("--min-inodes", type=click.IntRange(min=0), default=100_000, show_default=True, help="Free inodes needed before each batch.")
+@click.option("--min-free", help="Free space needed before each batch.  [default: 1G]")
+@click.option("--min-inodes", type=click.IntRange(min=0), help="Free inodes needed before each batch.  [default: 100000]")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Cores to keep busy (default: all).")
 @click.option("-t", "--throttle", type=click.IntRange(min=0), default=0, help="At most N instances in flight.")
 @click.option("-a", "--attempts", type=click.IntRange(min=1), default=1, show_default=True, help="Tries per instance.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue a campaign folder.")
 @click.option("--retry-failed", is_flag=True, help="With --resume: run the failed rows again.")
+@_cluster_options
 def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, index, max_rows, results_url, result_files,
                   archive, archive_format, no_archive, keep_workspace, on_failure, min_free, min_inodes, jobs, throttle,
-                  attempts, resume_dir, retry_failed) -> None:
+                  attempts, resume_dir, retry_failed, **cluster) -> None:
     """Run SPEC over many parameter rows, --batch-size rows at a time: run, harvest, archive, clean."""
     from legato import api
     from legato.campaign import CampaignOptions
     from legato.diskguard import parse_size
 
+    execution = {"jobs": jobs, "throttle": throttle, "attempts": attempts, "cluster": _cluster(**cluster)}
     if resume_dir:
-        outcome = api.resume_batch(resume_dir, jobs=jobs, throttle=throttle, attempts=attempts, retry_failed=retry_failed,
-                                   log=click.echo)
+        guard = {"min_free": parse_size(min_free)} if min_free else {}
+        guard.update({"min_inodes": min_inodes} if min_inodes is not None else {})
+        outcome = api.resume_batch(resume_dir, execution=execution, retry_failed=retry_failed, guard=guard, log=click.echo)
     else:
         if not spec or not batch_size:
             raise click.UsageError("legato batch needs SPEC and --batch-size (or --resume CAMPAIGN_DIR)")
@@ -186,10 +213,10 @@ def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, inde
         options = CampaignOptions(
             spec=spec, batch_size=batch_size, pgen=pgen, pargs=list(pargs), rows=rows, index=index, max_rows=max_rows,
             results=results_url, result_files=list(result_files), archive=archive, archive_format=archive_format,
-            no_archive=no_archive, keep_workspace=keep_workspace, on_failure=on_failure, min_free=parse_size(min_free),
-            min_inodes=min_inodes, layout=layout, fanout=fanout,
+            no_archive=no_archive, keep_workspace=keep_workspace, on_failure=on_failure, min_free=parse_size(min_free or "1G"),
+            min_inodes=100_000 if min_inodes is None else min_inodes, layout=layout, fanout=fanout,
         )
-        outcome = api.batch(options, out=out, jobs=jobs, throttle=throttle, attempts=attempts, log=click.echo)
+        outcome = api.batch(options, out=out, execution=execution, log=click.echo)
     _finish(outcome)
 
 

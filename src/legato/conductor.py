@@ -19,7 +19,7 @@ from typing import Callable
 
 from legato.execute import Queued
 from legato.execute.local import Finished, LocalExecutor, Started, Task
-from legato.walltime import parse_walltime
+from legato.schedulers.base import parse_walltime
 from legato.store import Store
 
 PENDING, RUNNING, FINISHED, FAILED, TIMEDOUT, CANCELLED, SKIPPED = range(7)
