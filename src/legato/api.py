@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -97,23 +96,24 @@ def _make_root(root: Path, replace: bool, keep: list[Path | None]) -> None:
 
 
 def _write_plan(plan: StudyPlan, store: Store, write_scripts: bool) -> None:
-    """Stream instances into the store, a chunk per transaction, while a thread makes their folders.
+    """Stream instances into the store, a chunk per transaction, while a child process makes their folders.
 
-    mkdir releases the GIL, so folder creation (the floor of a dry run) overlaps with
-    rendering scripts and writing the store instead of adding to them.
+    Making one folder per instance is the floor of a dry run; done by a second process it
+    overlaps with rendering scripts and filling the store instead of adding to them.
     """
     with store.transaction():
         for position, step in enumerate(plan.steps):
             store.add_step(step.name, position, step.first_id, step.count, step.funnel_parents, step.layout.step)
-    with store.transaction():
-        table = plan.table
-        store.add_rows(
-            (row, table.index[row] if table.index else None, json.dumps(table.row(row))) for row in range(table.length)
-        )
-    with _FolderMaker() as folders:
+        store.add_parameters(plan.table.values, plan.table.index)
+    root = str(plan.root)
+    with _FolderMaker(inline=write_scripts) as folders, _Manifests(plan) as manifests:
         chunk: list[tuple] = []
         for instance in plan.instances():
-            folders.make(f"{plan.root}/{instance.workspace}", instance if write_scripts else None)
+            folder = f"{root}/{instance.workspace}"
+            folders.make(folder)
+            if write_scripts:
+                Path(folder, f"{instance.step}.sh").write_text("#!/bin/bash\n" + instance.script + "\n")
+            manifests.add(instance.step, folder)
             chunk.append((
                 instance.id, instance.step, instance.label, instance.row, instance.workspace,
                 json.dumps(instance.params) if instance.params else None, instance.script, instance.restart,
@@ -126,54 +126,115 @@ def _write_plan(plan: StudyPlan, store: Store, write_scripts: bool) -> None:
                 chunk.clear()
         with store.transaction():
             store.add_instances(chunk)
-    for step in plan.steps:
-        if step.params:
-            (plan.root / step.layout.step).mkdir(exist_ok=True)
-            (plan.root / step.layout.step / MANIFEST).write_text("".join(f"{path}\n" for path in plan.manifest(step)))
+
+
+class _Manifests:
+    """``<step>/instances.txt`` of each parameterized step, written as its instances stream past."""
+
+    def __init__(self, plan: StudyPlan) -> None:
+        self.paths = {step.name: plan.root / step.layout.step / MANIFEST for step in plan.steps if step.params}
+        self.step: str | None = None
+        self.lines: list[str] = []
+
+    def __enter__(self) -> "_Manifests":
+        for path in self.paths.values():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def add(self, step: str, folder: str) -> None:
+        if step != self.step:
+            self._write()
+            self.step = step
+        if step in self.paths:
+            self.lines.append(folder)
+
+    def _write(self) -> None:
+        if self.step in self.paths:
+            self.paths[self.step].write_text("".join(f"{line}\n" for line in self.lines))
+        self.lines = []
+
+    def __exit__(self, *exc) -> None:
+        self._write()
+        for name, path in self.paths.items():
+            if not path.exists():
+                path.write_text("")  # a step whose parameters have no values: an empty list
 
 
 class _FolderMaker:
-    """A background thread that makes instance folders (and, for debugging, writes their scripts)."""
+    """Makes instance folders in a forked child process fed through a pipe (or inline when asked)."""
 
-    def __init__(self) -> None:
-        import queue
-        import threading
+    _BATCH = 512
 
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.error: LegatoError | None = None
-        self.thread = threading.Thread(target=self._work, daemon=True)
+    def __init__(self, inline: bool = False) -> None:
+        self.inline = inline
+        self.pending: list[str] = []
 
     def __enter__(self) -> "_FolderMaker":
-        self.interval = sys.getswitchinterval()
-        sys.setswitchinterval(1e-4)  # hand the GIL back to the mkdir thread promptly after each mkdir
-        self.thread.start()
+        if self.inline:
+            return self
+        names_r, self.names = os.pipe()
+        self.errors, errors_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: make every folder it is sent, report the first failure
+            os.close(self.names)
+            os.close(self.errors)
+            os._exit(_make_folders(names_r, errors_w))
+        os.close(names_r)
+        os.close(errors_w)
         return self
 
-    def make(self, folder: str, instance=None) -> None:
-        if self.error:
-            raise self.error
-        self.queue.put((folder, instance))
+    def make(self, folder: str) -> None:
+        if self.inline:
+            _mkdir(folder)
+            return
+        self.pending.append(folder)
+        if len(self.pending) >= self._BATCH:
+            self._send()
+
+    def _send(self) -> None:
+        data = ("\0".join(self.pending) + "\0").encode("utf-8", "surrogateescape")
+        self.pending.clear()
+        try:
+            os.write(self.names, data) if len(data) < 65536 else _write_all(self.names, data)
+        except BrokenPipeError:
+            pass  # the child stopped on an error; __exit__ reports it
 
     def __exit__(self, *exc) -> None:
-        self.queue.put(None)
-        self.thread.join()
-        sys.setswitchinterval(self.interval)
-        if self.error and not exc[0]:
-            raise self.error
+        if self.inline:
+            return
+        if self.pending:
+            self._send()
+        os.close(self.names)
+        os.waitpid(self.pid, 0)
+        with os.fdopen(self.errors, "rb") as stream:
+            message = stream.read().decode("utf-8", "replace")
+        if message and not exc[0]:
+            raise LegatoError(message)
 
-    def _work(self) -> None:
-        while (item := self.queue.get()) is not None:
-            if self.error:
-                continue
-            folder, instance = item
-            try:
-                _mkdir(folder)
-                if instance is not None:
-                    Path(folder, f"{instance.step}.sh").write_text("#!/bin/bash\n" + instance.script + "\n")
-            except LegatoError as error:
-                self.error = error
-            except OSError as exc:
-                self.error = LegatoError(f"{folder}: cannot write: {exc.strerror}")
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _make_folders(names: int, errors: int) -> int:
+    """The folder-making child's whole life; it must never return into the parent's code."""
+    try:
+        with os.fdopen(names, "rb") as stream:
+            buffer = b""
+            while block := stream.read(1 << 16):
+                buffer += block
+                *folders, buffer = buffer.split(b"\0")
+                for folder in folders:
+                    _mkdir(folder.decode("utf-8", "surrogateescape"))
+        return 0
+    except LegatoError as error:
+        os.write(errors, str(error).encode())
+        return 1
+    except BaseException as error:  # noqa: BLE001  (reported to the parent, which raises it)
+        os.write(errors, f"cannot create instance folders: {error}".encode())
+        return 1
 
 
 def _mkdir(folder: str) -> None:

@@ -306,14 +306,15 @@ class Campaign:
 
         rows, members = [], []
         with Store.of_study(batch.study) as store:
-            params = {row: (index, json.loads(p)) for row, index, p in store.db.execute("SELECT row, row_index, params FROM rows")}
+            table, indexes = store.parameter_rows()
             cursor = store.db.execute(
                 "SELECT step, label, row, workspace, state, returncode, started, ended, reason, params FROM instances ORDER BY id"
             )
             for step, label, row, workspace, state, rc, started, ended, reason, own in cursor:
-                index, values = params.get(row, (None, {})) if own else (None, {})
-                if own and index is None:
-                    index = str(batch.start + row)
+                values = table[row] if own and row < len(table) else {}
+                index = None
+                if own:
+                    index = indexes[row] if indexes else str(batch.start + row)
                 results = {}
                 for declared in self.result_files.get(step, ()):
                     results.update(parse_results(str(batch.study / workspace / declared.file), declared.format))

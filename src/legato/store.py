@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS instances (
     returncode INTEGER, started REAL, ended REAL, pid INTEGER, jobid TEXT, reason TEXT
 );
 CREATE INDEX IF NOT EXISTS instances_step_state ON instances (step, state);
-CREATE TABLE IF NOT EXISTS rows (row INTEGER PRIMARY KEY, row_index TEXT, params TEXT);
+CREATE TABLE IF NOT EXISTS parameters (position INTEGER PRIMARY KEY, name TEXT NOT NULL, "values" TEXT NOT NULL);
 """
 
 
@@ -109,9 +109,26 @@ class Store:
             rows,
         )
 
-    def add_rows(self, rows: Iterable[tuple[int, str | None, str]]) -> None:
-        """The parameter table, one (row, row_index, params JSON) each: what harvest reports per row."""
-        self.db.executemany("INSERT INTO rows (row, row_index, params) VALUES (?, ?, ?)", rows)
+    def add_parameters(self, columns: dict[str, list[str]], index: list[str] | None) -> None:
+        """The parameter table, one JSON list per column (a row of JSON each would cost ~10x more).
+
+        A row source's index column is kept as the column named ``None`` (position -1).
+        """
+        rows = [(position, name, json.dumps(values)) for position, (name, values) in enumerate(columns.items())]
+        if index is not None:
+            rows.append((-1, "", json.dumps(index)))
+        self.db.executemany('INSERT INTO parameters (position, name, "values") VALUES (?, ?, ?)', rows)
+
+    def parameter_rows(self) -> tuple[list[dict[str, str]], list[str] | None]:
+        """Every combination's parameters (row by row) and the row source's index values, if any."""
+        columns, index = {}, None
+        for position, name, values in self.db.execute('SELECT position, name, "values" FROM parameters ORDER BY position'):
+            if position < 0:
+                index = json.loads(values)
+            else:
+                columns[name] = json.loads(values)
+        length = len(next(iter(columns.values()))) if columns else 0
+        return [{name: values[row] for name, values in columns.items()} for row in range(length)], index
 
     def transaction(self) -> "_Transaction":
         return _Transaction(self.db)

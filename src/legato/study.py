@@ -261,10 +261,6 @@ class StudyPlan:
             for local, row in enumerate(plan.rows):
                 yield renderer.render(local, row)
 
-    def manifest(self, plan: StepPlan) -> Iterator[str]:
-        """Absolute instance folders of a step, in instance order (the step's ``instances.txt``)."""
-        for local in range(plan.count):
-            yield str(self.root / self.workspace(plan, local))
 
 
 class _Renderer:
