@@ -373,24 +373,30 @@ def _cancel_jobs(store: Store, scheduler) -> None:
 
 def _detach(root: Path, jobs: int | None, throttle: int, attempts: int, cluster: ClusterOptions):
     """Start the conductor as a background process of this same Python, so PATH does not matter."""
+    from legato.conductor import Outcome
+
+    Store.of_study(root).close()  # a clear error now rather than in the log
+    log = _background(["run", "--resume", str(root), *_execution_argv(jobs, throttle, attempts, cluster)], root / LOG_NAME)
+    return Outcome(root, {}, 0.0, [], log=log)
+
+
+def _execution_argv(jobs: int | None, throttle: int, attempts: int, cluster: ClusterOptions) -> list[str]:
+    return ["-t", str(throttle), "-a", str(attempts), *cluster.argv(), *(["-j", str(jobs)] if jobs else [])]
+
+
+def _background(arguments: list[str], log: Path) -> Path:
+    """``python -m legato ARGUMENTS`` in its own session, output appended to ``log``; fails loudly if it dies at once."""
     import subprocess
     import sys
     import time
 
-    from legato.conductor import Outcome
-
-    Store.of_study(root).close()  # a clear error now rather than in the log
-    argv = [sys.executable, "-m", "legato", "run", "--resume", str(root), "-t", str(throttle), "-a", str(attempts),
-            *cluster.argv()]
-    if jobs:
-        argv += ["-j", str(jobs)]
-    log = root / LOG_NAME
     with open(log, "ab") as out:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        process = subprocess.Popen([sys.executable, "-m", "legato", *arguments], stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=out, start_new_session=True)
     time.sleep(0.3)
     if process.poll() not in (None, 0):
-        raise LegatoError(f"the background conductor stopped at once (exit {process.returncode}); see {log}")
-    return Outcome(root, {}, 0.0, [], log=log)
+        raise LegatoError(f"the background process stopped at once (exit {process.returncode}); see {log}")
+    return log
 
 
 def cancel(root: str | os.PathLike, wait: float = 60.0) -> str:
@@ -466,7 +472,8 @@ def _write_status_csv(root: Path, store: Store) -> None:
 CAMPAIGN_LOCK = ".campaign.lock"
 
 
-def batch(options, *, out: str | os.PathLike | None = None, execution: dict | None = None, log=print):
+def batch(options, *, out: str | os.PathLike | None = None, execution: dict | None = None, detach: bool = False,
+          log=print):
     """Start a batch campaign (``legato batch``): returns its ``CampaignOutcome``.
 
     ``execution`` holds ``execute``'s keywords (jobs, throttle, attempts, cluster) for every batch.
@@ -493,7 +500,19 @@ def batch(options, *, out: str | os.PathLike | None = None, execution: dict | No
     save_options(ledger, options)
     ledger.set(name=spec.name, state="running")
     ledger.close()
+    if detach:
+        return _detach_campaign(folder, execution or {})
     return resume_batch(folder, execution=execution, log=log)
+
+
+def _detach_campaign(folder: Path, execution: dict):
+    """The campaign driver in the background (on a login node it outlives the terminal)."""
+    from legato.campaign import CampaignOutcome
+
+    argv = _execution_argv(execution.get("jobs"), execution.get("throttle", 0), execution.get("attempts", 1),
+                           execution.get("cluster", ClusterOptions()))
+    log = _background(["batch", "--resume", str(folder), *argv], folder / "campaign.log")
+    return CampaignOutcome(folder, 0, 0, 0, 0.0, log=log)
 
 
 def _check_campaign_inputs(spec, options) -> None:
@@ -508,8 +527,15 @@ def _check_campaign_inputs(spec, options) -> None:
 
 
 def resume_batch(folder: str | os.PathLike, *, execution: dict | None = None, retry_failed: bool = False,
-                 guard: dict | None = None, log=print):
+                 guard: dict | None = None, detach: bool = False, log=print):
     """Continue a campaign exactly where it stopped; ``guard`` may lower min_free/min_inodes."""
+    if detach:
+        if retry_failed or guard:
+            raise LegatoError("--detach with --resume takes no --retry-failed, --min-free or --min-inodes")
+        from legato.campaign import Ledger
+
+        Ledger(Path(folder).absolute()).close()  # a clear error now rather than in the log
+        return _detach_campaign(Path(folder).absolute(), execution or {})
     from filelock import FileLock, Timeout
 
     from legato.campaign import Campaign, Ledger, options_of

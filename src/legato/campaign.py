@@ -95,12 +95,16 @@ class CampaignOutcome:
     seconds: float
     stopped: str | None = None
     ran: int = 0  # rows (retried ones included) this process took through to cleaned: what the rate is made of
+    log: Path | None = None  # set when the driver went to the background
 
     @property
     def ok(self) -> bool:
         return not self.failed and not self.stopped
 
     def summary(self) -> list[str]:
+        if self.log:
+            return [f"campaign driver started in the background; log: {self.log}",
+                    f"follow it with: legato status {self.folder}"]
         rate = self.ran / self.seconds if self.seconds else 0.0
         this_run = f" ({self.ran} this run)" if self.ran != self.rows else ""
         lines = [f"{self.batches} batches, {self.rows} rows ({self.failed} failed){this_run} in {self.seconds:.1f} s, "

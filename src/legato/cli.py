@@ -191,10 +191,11 @@ def cancel(folder, yes) -> None:
 @click.option("-a", "--attempts", type=click.IntRange(min=1), default=1, show_default=True, help="Tries per instance.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue a campaign folder.")
 @click.option("--retry-failed", is_flag=True, help="With --resume: run the failed rows again.")
+@click.option("--detach", is_flag=True, help="Run the campaign driver in the background and return at once.")
 @_cluster_options
 def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, index, max_rows, results_url, result_files,
                   archive, archive_format, no_archive, keep_workspace, on_failure, min_free, min_inodes, jobs, throttle,
-                  attempts, resume_dir, retry_failed, **cluster) -> None:
+                  attempts, resume_dir, retry_failed, detach, **cluster) -> None:
     """Run SPEC over many parameter rows, --batch-size rows at a time: run, harvest, archive, clean."""
     from legato import api
     from legato.campaign import CampaignOptions
@@ -204,7 +205,8 @@ def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, inde
     if resume_dir:
         guard = {"min_free": parse_size(min_free)} if min_free else {}
         guard.update({"min_inodes": min_inodes} if min_inodes is not None else {})
-        outcome = api.resume_batch(resume_dir, execution=execution, retry_failed=retry_failed, guard=guard, log=click.echo)
+        outcome = api.resume_batch(resume_dir, execution=execution, retry_failed=retry_failed, guard=guard,
+                                   detach=detach, log=click.echo)
     else:
         if not spec or not batch_size:
             raise click.UsageError("legato batch needs SPEC and --batch-size (or --resume CAMPAIGN_DIR)")
@@ -216,7 +218,7 @@ def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, inde
             no_archive=no_archive, keep_workspace=keep_workspace, on_failure=on_failure, min_free=parse_size(min_free or "1G"),
             min_inodes=100_000 if min_inodes is None else min_inodes, layout=layout, fanout=fanout,
         )
-        outcome = api.batch(options, out=out, execution=execution, log=click.echo)
+        outcome = api.batch(options, out=out, execution=execution, detach=detach, log=click.echo)
     _finish(outcome)
 
 
