@@ -212,7 +212,7 @@ study:
 global.parameters:
   N: {values: [2, 4], label: N.%%}
 """
-    plan = make_plan(write_spec, text, tmp_path / "study", launcher=lambda r: f"srun -N{r['nodes']} -n{r['procs']}")
+    plan = make_plan(write_spec, text, tmp_path / "study", launcher=lambda text, r: text.replace("$(LAUNCHER)", f"srun -N{r['nodes']} -n{r['procs']}"))
     assert [i.script for i in plan.instances()] == ["srun -N1 -n2 ./app", "srun -N1 -n4 ./app"]
 
 

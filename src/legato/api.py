@@ -1,7 +1,7 @@
 """The Python API: everything the ``legato`` command does, callable from Python.
 
     from legato import api
-    study = api.prepare("study.yaml", pgen="gen.py", pargs=["CSV:params.csv"], dry=True)
+    study = api.prepare("study.yaml", pgen="gen.py", pargs=["CSV:params.csv"])
     print(study.root, study.total)
 """
 from __future__ import annotations
@@ -63,7 +63,7 @@ def prepare(
     root = study_folder(spec.variables.get("OUTPUT_PATH"), spec.name, str(out) if out else None)
     if table is None:
         table = parameters.from_pgen(pgen, study_env(spec, root), pargs) if pgen else parameters.from_spec(spec)
-    plan = StudyPlan(spec, table, root, layout=layout, fanout=fanout, launcher=launcher)
+    plan = StudyPlan(spec, table, root, layout=layout, fanout=fanout, launcher=launcher or _launcher(spec.batch))
     _make_root(root, replace, [spec.path, Path(pgen).absolute() if pgen else None, Path.cwd()])
     shutil.copy2(spec.path, root / spec.path.name)
     if pgen:
@@ -76,6 +76,16 @@ def prepare(
         _write_plan(plan, store, write_scripts)
         store.set_meta(state="prepared")
     return PreparedStudy(root, spec.name, tuple((step.name, step.count) for step in plan.steps), table.length)
+
+
+def _launcher(batch: dict):
+    """With a scheduler in the ``batch`` block, ``$(LAUNCHER)`` becomes its launcher (srun, flux run...)."""
+    if batch.get("type", "local") == "local":
+        return None  # the common case skips importing the adapters (20 ms of a dry run's start-up)
+    from legato.schedulers import scheduler_for
+
+    scheduler = scheduler_for(batch)
+    return scheduler.expand_launchers if scheduler else None
 
 
 def _make_root(root: Path, replace: bool, keep: list[Path | None]) -> None:

@@ -26,7 +26,14 @@ from legato.workspace import DEFAULT_FANOUT, StepLayout
 WORKSPACE_TOKEN = re.compile(r"\$\(([^$()\s]+)\.workspace\)")
 COUNT_KEYS = ("nodes", "procs", "gpus", "cores per task")
 RESOURCE_KEYS = (*COUNT_KEYS, "walltime", "exclusive")
-Launcher = Callable[[Mapping[str, Any]], str]
+Launcher = Callable[[str, Mapping[str, Any]], str]
+"""Expands ``$(LAUNCHER)`` and ``$(LAUNCHER)[Nn, Mp]`` in a command, given the instance's resources."""
+_LAUNCHER = re.compile(r"\$\(LAUNCHER\)(?:\[[^\]]*\])?")
+
+
+def no_launcher(text: str, resources: Mapping[str, Any]) -> str:
+    """Locally an instance runs as it is: ``$(LAUNCHER)`` and its overrides expand to nothing."""
+    return _LAUNCHER.sub("", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +161,7 @@ class StudyPlan:
         self.table = table
         self.root = Path(root)
         self.env = study_env(spec, self.root)
-        self.launcher = launcher or (lambda resources: "")
+        self.launcher = launcher or no_launcher
         self.steps = self._order([self._plan_step(step) for step in spec.steps])
         self._expand_params()
         for plan in self.steps:
@@ -295,10 +302,9 @@ class _Renderer:
             key: _resource(key, _map_strings(value, lambda text: substitute(text, tokens)), step.name)
             for key, value in self.resources.items()
         }
-        tokens["LAUNCHER"] = study.launcher(resources)
         workspaces = _WorkspaceTokens(self, row)
-        script = self.cmd.render(tokens, workspaces)
-        restart = self.restart.render(tokens, workspaces) if self.restart else None
+        script = study.launcher(self.cmd.render(tokens, workspaces), resources)
+        restart = study.launcher(self.restart.render(tokens, workspaces), resources) if self.restart else None
         parents = tuple(parent.first_id + study._local_index(parent, row) for parent in self.parents)
         return Instance(
             step.first_id + local, step.name, label, row, workspace, params, script, restart, parents, resources
@@ -308,13 +314,13 @@ class _Renderer:
 class _Template:
     """A command split once into literal text and ``$(...)`` tokens."""
 
-    _PART = re.compile(r"\$\(LAUNCHER\)\[[^\]]*\]|\$\(([^$()\s]+)\)")
+    _PART = re.compile(r"\$\(([^$()\s]+)\)")
 
     def __init__(self, text: str) -> None:
         self.parts: list[tuple[str, str | None]] = []  # (literal, token) pairs
         position = 0
         for match in self._PART.finditer(text):
-            token = match.group(1) or "LAUNCHER"
+            token = match.group(1)
             self.parts.append((text[position:match.start()], token))
             position = match.end()
         self.parts.append((text[position:], None))
