@@ -299,9 +299,7 @@ def recorded_running(study: Path) -> list[int]:
 
 @pytest.mark.parametrize("moment", [
     "recorded",
-    pytest.param("unrecorded", marks=pytest.mark.xfail(strict=True, reason=(
-        "conductor: an instance started less than a flush interval (0.5 s) before the conductor died has no pid "
-        "in the store, so the resume's kill_leftovers never stops it and it runs on beside its rerun"))),
+    "unrecorded",
 ])
 def test_kill_while_a_slow_step_runs_then_resume(sample_dir, moment):
     """The campaign dies while batch 2 runs; its orphaned instance must be stopped by the resume, and rerun.

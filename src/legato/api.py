@@ -352,8 +352,7 @@ def _claim(store: Store, scheduler=None) -> str:
 
     meta = store.meta()
     tag = meta.get("tag") or uuid.uuid4().hex
-    leftovers = [row[0] for row in store.db.execute("SELECT pid FROM instances WHERE state = 'running' AND pid IS NOT NULL")]
-    kill_leftovers(leftovers, tag)
+    kill_leftovers(None, tag)  # by tag, not stored pids: a pid may not have been flushed before a kill -9
     _cancel_jobs(store, scheduler)
     store.set_meta(tag=tag, state="running", conductor_pid=os.getpid())
     return tag
@@ -464,7 +463,7 @@ def _cancel_orphans(root: Path, store: Store, meta: dict) -> str:
     from legato.execute.local import kill_leftovers
 
     rows = store.db.execute("SELECT id, pid FROM instances WHERE state = 'running'").fetchall()
-    killed = kill_leftovers([pid for _, pid in rows if pid], meta.get("tag", ""))
+    killed = kill_leftovers(None, meta["tag"]) if meta.get("tag") else 0
     _cancel_jobs(store, _scheduler(store))
     store.update_many([{"id": id_, "state": "cancelled", "reason": "cancelled"} for id_, _ in rows])
     store.set_meta(state="cancelled")

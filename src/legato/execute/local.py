@@ -468,13 +468,15 @@ class LocalExecutor:
                 self._discard(worker)
 
 
-def kill_leftovers(pids: Iterable[int], tag: str) -> int:
+def kill_leftovers(pids: Iterable[int] | None, tag: str) -> int:
     """Terminates the process groups of a dead conductor's instances; returns how many.
 
     A group is only touched when one of its processes carries ``LEGATO_TAG=<tag>:`` in its
     environment, so a pid that has since been reused by an unrelated process is left alone.
+    ``pids=None`` looks at every process group: a conductor killed before it recorded an
+    instance's pid still leaves that instance findable by its tag.
     """
-    wanted = {int(pid) for pid in pids if pid and int(pid) > 1}
+    wanted = None if pids is None else {int(pid) for pid in pids if pid and int(pid) > 1}
     marker = f"LEGATO_TAG={tag}:".encode()
     groups = {group for group, environs in _group_environs(wanted).items()
               if any(environ.startswith(marker) or b"\0" + marker in environ for environ in environs)}
@@ -557,10 +559,10 @@ def _killpg(pgid: int, sig: int) -> None:
             pass
 
 
-def _group_environs(groups: set[int]) -> dict[int, list[bytes]]:
-    """The environments of the live (non-zombie) processes of each wanted process group."""
+def _group_environs(groups: set[int] | None) -> dict[int, list[bytes]]:
+    """The environments of the live (non-zombie) processes of each wanted process group (None: all)."""
     found: dict[int, list[bytes]] = {}
-    if not groups or not os.path.isdir("/proc"):
+    if groups is not None and not groups or not os.path.isdir("/proc"):
         return found
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -569,7 +571,7 @@ def _group_environs(groups: set[int]) -> dict[int, list[bytes]]:
             with open(f"/proc/{entry.name}/stat", "rb") as stat:
                 fields = stat.read().rsplit(b")", 1)[1].split()
             group = int(fields[2])
-            if group not in groups or fields[0] == b"Z":
+            if (groups is not None and group not in groups) or fields[0] == b"Z" or group == os.getpgrp():
                 continue
             with open(f"/proc/{entry.name}/environ", "rb") as environ:
                 found.setdefault(group, []).append(environ.read())
