@@ -320,11 +320,31 @@ def execute(
             tag = _claim(store, scheduler)
             with _executor(root, scheduler, jobs, throttle, tag, cluster) as executor:
                 outcome = _conduct(root, store, executor, 0 if scheduler else throttle, attempts, progress)
+            (root / JOURNAL_NAME).unlink(missing_ok=True)  # every finish is in the store now
             store.set_meta(state="cancelled" if outcome.cancelled else ("finished" if outcome.ok else "failed"))
             _write_status_csv(root, store)
             return outcome
         finally:
             lock.release()
+
+
+JOURNAL_NAME = ".journal"
+
+
+def _recover_finished(store: Store) -> None:
+    """Instances that finished after the last store write of a killed conductor are not run again.
+
+    Each instance appends ``ID STATUS`` to the study's journal as it exits; the store learns
+    of those that succeeded here, then the journal starts afresh.
+    """
+    from legato.execute.local import read_journal
+
+    journal = store.path.parent / JOURNAL_NAME
+    done = [key for key, status in read_journal(str(journal)).items() if status == 0]
+    unrecorded = {id_ for (id_,) in store.db.execute("SELECT id FROM instances WHERE state IN ('running', 'pending')")}
+    store.update_many([{"id": key, "state": "finished", "returncode": 0, "reason": "finished while no conductor watched"}
+                       for key in done if key in unrecorded])
+    journal.unlink(missing_ok=True)
 
 
 def _scheduler(store: Store):
@@ -337,7 +357,7 @@ def _executor(root: Path, scheduler, jobs: int | None, throttle: int, tag: str, 
     if scheduler is None:
         from legato.execute.local import LocalExecutor
 
-        return LocalExecutor(jobs or os.cpu_count() or 1, tag=tag)
+        return LocalExecutor(jobs or os.cpu_count() or 1, tag=tag, journal=str(root / JOURNAL_NAME))
     from legato.execute.packed import PackedExecutor
 
     return PackedExecutor(scheduler, root / "jobs", pack=cluster.pack, job_cores=cluster.job_cores, max_jobs=throttle,
@@ -353,6 +373,7 @@ def _claim(store: Store, scheduler=None) -> str:
     meta = store.meta()
     tag = meta.get("tag") or uuid.uuid4().hex
     kill_leftovers(None, tag)  # by tag, not stored pids: a pid may not have been flushed before a kill -9
+    _recover_finished(store)
     _cancel_jobs(store, scheduler)
     store.set_meta(tag=tag, state="running", conductor_pid=os.getpid())
     return tag

@@ -256,7 +256,11 @@ class Conductor:
         attempts = self.attempts_done[id_] + 1
         self.attempts_done[id_] = attempts
         common = dict(returncode=event.returncode, ended=event.ended, started=event.started, attempts=attempts)
-        if event.cancelled:
+        if event.cancelled and not event.pid:
+            self.attempts_done[id_] = attempts - 1  # queued, never started: it simply waits for a resume
+            self._move(id_, PENDING)
+            self._change(id_, state="pending", pid=None, jobid=None)
+        elif event.cancelled:
             self._move(id_, CANCELLED)
             self._change(id_, state="cancelled", reason="cancelled", **common)
         elif event.returncode == 0 and not event.timed_out:

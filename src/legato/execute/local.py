@@ -47,6 +47,7 @@ GRACE_SECONDS = 2.0  # from SIGTERM to SIGKILL of an instance's process group
 # payload is already waiting, so that it reaches the conductor with the next start-report.
 _WORKER = r"""
 set -m
+_lg_j=@J@
 _lg_skip=()
 _lg_r=
 while read -r _lg_n && IFS= read -r -N "$_lg_n" _lg_p; do
@@ -56,7 +57,7 @@ while read -r _lg_n && IFS= read -r -N "$_lg_n" _lg_p; do
         unset "_lg_skip[_lg_k]"
         _lg_r+="k $_lg_k"$'\n'
     elif cd -- "$_lg_d"; then
-        ( set +m; eval "$_lg_x" ) </dev/null >"$_lg_o" 2>"$_lg_e" @C@<&- &
+        ( set +m; [[ -z $_lg_j ]] || trap 'echo "${LEGATO_TAG##*:} $?" >>"$_lg_j"' EXIT; eval "$_lg_x" ) </dev/null >"$_lg_o" 2>"$_lg_e" @C@<&- &
         echo "${_lg_r}s $_lg_k $!"
         wait $!
         _lg_r="d $_lg_k $?"$'\n'
@@ -149,7 +150,9 @@ class LocalExecutor:
     """Runs tasks on this machine, at most ``slots`` cores' worth at a time."""
 
     def __init__(self, slots: int, env: Mapping[str, str] | None = None, tag: str = "", *,
-                 grace: float = GRACE_SECONDS) -> None:
+                 grace: float = GRACE_SECONDS, journal: str | None = None) -> None:
+        """``journal``: a file every instance appends ``KEY STATUS`` to as it exits, so that a
+        conductor killed before recording a finish can still learn of it (see ``read_journal``)."""
         if slots < 1:
             raise LegatoError(f"the number of parallel jobs must be at least 1, not {slots}")
         self.slots = slots
@@ -158,6 +161,7 @@ class LocalExecutor:
         self._bash = _find_bash()
         self._env = {**os.environ, **(env or {}), "LEGATO_TAG": f"{tag}:"}
         self._tag_prefix = " LEGATO_TAG=" + _quote(f"{tag}:")
+        self._journal = _quote(journal) if journal else "''"
         self._selector = selectors.DefaultSelector()
         self._workers: list[_Worker] = []
         self._idle: set[_Worker] = set()
@@ -398,7 +402,7 @@ class LocalExecutor:
 
     # -- workers --------------------------------------------------------------------------------
     def _add_worker(self, index: int | None = None) -> _Worker:
-        worker = _spawn(self._bash, self._env)
+        worker = _spawn(self._bash, self._env, self._journal)
         self._selector.register(worker.reports, selectors.EVENT_READ, worker)
         if index is None:
             self._workers.append(worker)
@@ -468,6 +472,20 @@ class LocalExecutor:
                 self._discard(worker)
 
 
+def read_journal(path: str) -> dict[int, int]:
+    """``{key: exit status}`` of the instances that wrote to a journal (the last entry wins)."""
+    statuses: dict[int, int] = {}
+    try:
+        with open(path, "rb") as stream:
+            for line in stream:
+                parts = line.split()
+                if len(parts) == 2 and parts[0].isdigit() and parts[1].lstrip(b"-").isdigit():
+                    statuses[int(parts[0])] = int(parts[1])
+    except FileNotFoundError:
+        pass
+    return statuses
+
+
 def kill_leftovers(pids: Iterable[int] | None, tag: str) -> int:
     """Terminates the process groups of a dead conductor's instances; returns how many.
 
@@ -522,11 +540,11 @@ def _is_bash(shell: str, bash: str) -> bool:
     return found is not None and os.path.realpath(found) == os.path.realpath(bash)
 
 
-def _spawn(bash: str, env: Mapping[str, str]) -> _Worker:
+def _spawn(bash: str, env: Mapping[str, str], journal: str = "''") -> _Worker:
     cancel_r, cancel_w = os.pipe()
     try:
         proc = subprocess.Popen(
-            [bash, "--norc", "--noprofile", "-c", _WORKER.replace("@C@", str(cancel_r))],
+            [bash, "--norc", "--noprofile", "-c", _WORKER.replace("@C@", str(cancel_r)).replace("@J@", journal)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, pass_fds=(cancel_r,),
             env=env, start_new_session=True, preexec_fn=_die_with(os.getpid()),
         )
