@@ -1,0 +1,140 @@
+"""The local executor with real worker shells and real processes (no timing thresholds)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from legato.errors import LegatoError
+from legato.execute.local import Finished, LocalExecutor, Started, Task, kill_leftovers, read_journal
+
+
+def task(tmp_path: Path, key: int, script: str, **extra) -> Task:
+    folder = tmp_path / f"i{key}"
+    folder.mkdir(exist_ok=True)
+    return Task(key, script, str(folder), str(folder / "out"), str(folder / "err"), **extra)
+
+
+def run_all(executor: LocalExecutor, tasks: list[Task]) -> dict[int, Finished]:
+    pending, done, started = list(tasks), {}, {}
+    while len(done) < len(tasks):
+        while pending and pending[0].slots <= executor.free_slots:
+            executor.submit(pending.pop(0))
+        for event in executor.poll(5):
+            if isinstance(event, Started):
+                started[event.key] = event
+            else:
+                done[event.key] = event
+    return done
+
+
+def test_return_codes_files_and_cwd(tmp_path: Path) -> None:
+    scripts = {1: "echo out; echo err >&2; pwd > here", 2: "exit 3", 3: "kill -TERM $BASHPID",
+               4: "cat <<'EOF'\nquote ' \" $(not run) üñí\nEOF", 5: "read line; echo \"[$line]\""}
+    with LocalExecutor(2) as executor:
+        done = run_all(executor, [task(tmp_path, k, s) for k, s in scripts.items()])
+    assert done[1].returncode == 0 and (tmp_path / "i1" / "out").read_text() == "out\n"
+    assert (tmp_path / "i1" / "err").read_text() == "err\n" and (tmp_path / "i1" / "here").read_text().strip() == str(tmp_path / "i1")
+    assert done[2].returncode == 3
+    assert done[3].returncode == -signal.SIGTERM
+    assert (tmp_path / "i4" / "out").read_text() == "quote ' \" $(not run) üñí\n"
+    assert done[5].returncode == 0 and (tmp_path / "i5" / "out").read_text() == "[]\n"  # stdin is empty
+
+
+def test_tasks_overlap_on_two_slots(tmp_path: Path) -> None:
+    with LocalExecutor(2) as executor:
+        done = run_all(executor, [task(tmp_path, k, "sleep 0.3") for k in (1, 2)])
+    assert max(d.started for d in done.values()) < min(d.ended for d in done.values())
+
+
+def test_a_two_slot_task_runs_alone(tmp_path: Path) -> None:
+    tasks = [task(tmp_path, 1, "sleep 0.2"), task(tmp_path, 2, "sleep 0.2", slots=2), task(tmp_path, 3, "sleep 0.2")]
+    with LocalExecutor(2) as executor:
+        done = run_all(executor, tasks)
+    wide = done[2]
+    assert all(d.ended <= wide.started + 0.02 or d.started >= wide.ended - 0.02 for k, d in done.items() if k != 2)
+    with LocalExecutor(2) as executor, pytest.raises(LegatoError):
+        executor.submit(task(tmp_path, 4, "true", slots=3))
+
+
+def test_walltime_kills_the_whole_group(tmp_path: Path) -> None:
+    with LocalExecutor(1) as executor:
+        done = run_all(executor, [task(tmp_path, 1, "sleep 30 & echo $! > child; wait", walltime=0.5)])
+    assert done[1].timed_out
+    child = int((tmp_path / "i1" / "child").read_text())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists() and "Z" not in Path(f"/proc/{child}/stat").read_text().split(")")[1][:3]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_cancel_running_and_queued(tmp_path: Path) -> None:
+    with LocalExecutor(1) as executor:
+        for key in (1, 2):
+            executor.submit(task(tmp_path, key, "sleep 30"))
+        while not any(isinstance(e, Started) for e in executor.poll(5)):
+            pass
+        executor.cancel()
+        done: dict[int, Finished] = {}
+        while len(done) < 2:
+            done.update({e.key: e for e in executor.poll(5) if isinstance(e, Finished)})
+    assert done[1].cancelled and done[1].pid and done[2].cancelled and not done[2].pid
+
+
+def test_many_trivial_tasks_each_finish_once(tmp_path: Path) -> None:
+    tasks = [task(tmp_path, k, f"echo {k} > v") for k in range(1, 2001)]
+    with LocalExecutor(2) as executor:
+        done = run_all(executor, tasks)
+    assert sorted(done) == list(range(1, 2001)) and all(d.returncode == 0 for d in done.values())
+    assert (tmp_path / "i1234" / "v").read_text() == "1234\n"
+
+
+def test_tag_env_and_journal(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    with LocalExecutor(2, env={"EXTRA": "x"}, tag="study", journal=str(journal)) as executor:
+        run_all(executor, [task(tmp_path, 7, 'echo "$LEGATO_TAG $EXTRA $OWN"', env={"OWN": "y"}),
+                           task(tmp_path, 8, "exit 4")])
+    assert (tmp_path / "i7" / "out").read_text() == "study:7 x y\n"
+    assert read_journal(str(journal)) == {7: 0, 8: 4}
+
+
+def test_kill_leftovers_only_touches_tagged_groups(tmp_path: Path) -> None:
+    env = {**os.environ, "LEGATO_TAG": "mine:1"}
+    tagged = subprocess.Popen(["sleep", "30"], env=env, start_new_session=True)
+    other = subprocess.Popen(["sleep", "30"], env={**os.environ, "LEGATO_TAG": "theirs:1"}, start_new_session=True)
+    try:
+        assert kill_leftovers([tagged.pid, other.pid], "mine") == 1
+        assert tagged.wait(timeout=10) == -signal.SIGTERM
+        assert other.poll() is None
+        assert kill_leftovers(None, "theirs") == 1
+        assert other.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        for process in (tagged, other):
+            process.kill()
+            process.wait()
+
+
+def test_workers_go_when_closed(tmp_path: Path) -> None:
+    executor = LocalExecutor(2)
+    shells = [worker.proc for worker in executor._workers]
+    executor.close()
+    assert all(shell.wait(timeout=10) is not None for shell in shells)
+
+
+def test_workers_die_with_the_conductor(tmp_path: Path) -> None:
+    code = ("import sys, time; from legato.execute.local import LocalExecutor; e = LocalExecutor(2); "
+            "print(' '.join(str(w.proc.pid) for w in e._workers), flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pids = [int(pid) for pid in parent.stdout.readline().split()]
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+              for pid in pids):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
