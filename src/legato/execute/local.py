@@ -48,6 +48,12 @@ GRACE_SECONDS = 2.0  # from SIGTERM to SIGKILL of an instance's process group
 _WORKER = r"""
 set -m
 _lg_j=@J@
+_lg_journal() {
+    # An instance that exits records its status; one killed by a signal must not look finished.
+    trap 'echo "${LEGATO_TAG##*:} $?" >>"$_lg_j"' EXIT
+    local s
+    for s in TERM INT HUP; do trap "trap - EXIT $s; kill -$s \$BASHPID" "$s"; done
+}
 _lg_skip=()
 _lg_r=
 while read -r _lg_n && IFS= read -r -N "$_lg_n" _lg_p; do
@@ -57,7 +63,7 @@ while read -r _lg_n && IFS= read -r -N "$_lg_n" _lg_p; do
         unset "_lg_skip[_lg_k]"
         _lg_r+="k $_lg_k"$'\n'
     elif cd -- "$_lg_d"; then
-        ( set +m; [[ -z $_lg_j ]] || trap 'echo "${LEGATO_TAG##*:} $?" >>"$_lg_j"' EXIT; eval "$_lg_x" ) </dev/null >"$_lg_o" 2>"$_lg_e" @C@<&- &
+        ( set +m; [[ -z $_lg_j ]] || _lg_journal; eval "$_lg_x" ) </dev/null >"$_lg_o" 2>"$_lg_e" @C@<&- &
         echo "${_lg_r}s $_lg_k $!"
         wait $!
         _lg_r="d $_lg_k $?"$'\n'
@@ -366,9 +372,9 @@ class LocalExecutor:
     def cancel(self, keys: Iterable[int] | None = None) -> None:
         """Terminates running tasks and makes workers skip queued ones; events follow in poll()."""
         jobs = list(self._jobs.values()) if keys is None else [self._by_key[k] for k in keys if k in self._by_key]
-        for job in jobs:
-            if job.cancelled:
-                continue
+        jobs = [job for job in jobs if not job.cancelled]
+        # Queued ones first: a worker whose running task is killed must already know to skip the next.
+        for job in sorted(jobs, key=lambda job: bool(job.pid)):
             job.cancelled = True
             if job.pid:
                 self._terminate(job)
