@@ -11,6 +11,7 @@ Install the binaries with scripts/install-slurm.sh; without them the tests skip,
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -185,18 +186,18 @@ def _cancel_everything(cluster: SlurmCluster) -> None:
         time.sleep(0.5)
 
 
-@pytest.fixture(scope="session")
-def slurm() -> Iterator[SlurmCluster]:
-    """A running private single-node SLURM, ready once a real ``srun true`` has worked."""
+class SlurmUnavailable(Exception):
+    """This machine cannot run a private SLURM (the message says why)."""
+
+
+@contextlib.contextmanager
+def private_slurm() -> Iterator[SlurmCluster]:
+    """A running private single-node SLURM, ready once a real ``srun true`` has worked (tests and benchmarks)."""
     missing = missing_binaries()
     if missing:
-        reason = f"SLURM/munge binaries missing ({', '.join(missing)}); run scripts/install-slurm.sh"
-        print(f"\nSKIP slurm tests: {reason}", file=sys.stderr)
-        pytest.skip(reason)
+        raise SlurmUnavailable(f"SLURM/munge binaries missing ({', '.join(missing)}); run scripts/install-slurm.sh")
     if os.geteuid() != 0:
-        reason = "a private slurmd must run as root to start jobs"
-        print(f"\nSKIP slurm tests: {reason}", file=sys.stderr)
-        pytest.skip(reason)
+        raise SlurmUnavailable("a private slurmd must run as root to start jobs")
     began = time.monotonic()
     home = Path(tempfile.mkdtemp(prefix="legato-slurm-"))
     home.chmod(0o755)  # munged runs as its own account and must reach its folder
@@ -226,3 +227,13 @@ def slurm() -> Iterator[SlurmCluster]:
         for process in reversed(processes):
             _stop(process)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[SlurmCluster]:
+    try:
+        with private_slurm() as cluster:
+            yield cluster
+    except SlurmUnavailable as reason:
+        print(f"\nSKIP slurm tests: {reason}", file=sys.stderr)
+        pytest.skip(str(reason))

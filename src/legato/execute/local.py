@@ -244,8 +244,10 @@ class LocalExecutor:
 
     def _script(self, job: _Job) -> str:
         """Bash scripts run in the subshell itself; others, and bash scripts that use ``$$``
-        (which would name the worker), run from a file by their own interpreter. Variables of
-        the task's own ``env`` are exported inside the subshell, so they stay with this task."""
+        (which would name the worker), run from a file by their own interpreter, as a child of
+        the subshell rather than through ``exec`` so that the journal's exit trap still fires.
+        Variables of the task's own ``env`` are exported inside the subshell, so they stay with
+        this task."""
         task = job.task
         script = task.script
         if "$$" in script or not _is_bash(task.shell, self._bash):
@@ -255,7 +257,7 @@ class LocalExecutor:
             with open(job.script_file, "w", encoding="utf-8", errors="surrogateescape") as out:
                 out.write(script)
             argv = [self._bash] if _is_bash(task.shell, self._bash) else shlex.split(task.shell)
-            script = "exec " + shlex.join([*argv, job.script_file])
+            script = shlex.join([*argv, job.script_file])
         if task.env:
             exports = []
             for name, value in task.env.items():
