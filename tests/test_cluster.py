@@ -115,3 +115,36 @@ def test_campaign_on_slurm(slurm, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     with sqlite3.connect(tmp_path / "camp" / "results.db") as db:
         assert db.execute("SELECT count(DISTINCT row_index), count(*) FROM results WHERE state = 'finished'").fetchone() == (10, 10)
+
+
+OVERDUE = """
+description: {name: overdue, description: a job that SLURM kills at its time limit}
+batch: {type: slurm, host: local, bank: none, queue: debug}
+study:
+  - name: long
+    description: sleeps through its first job, finishes at once in the retry
+    run:
+      cmd: if [ ! -e ../first ]; then touch ../first; sleep 300; fi; echo done > out.txt
+      walltime: "00:01:00"
+"""
+
+
+def test_job_killed_at_its_time_limit_is_retried(slurm, tmp_path: Path) -> None:
+    """SLURM checks time limits every 30 s; the running job's end is moved to now to trigger it."""
+    import time
+
+    (tmp_path / "spec.yaml").write_text(OVERDUE)
+    conductor = subprocess.Popen([sys.executable, "-m", "legato", "run", "spec.yaml", "-o", "out", "-s", "0.5", "-a", "2"],
+                                 cwd=tmp_path, env=slurm.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    study = tmp_path / "out"
+    deadline = time.monotonic() + 60
+    while not (study / "legato.db").exists() or not study_rows(study, "SELECT jobid FROM instances WHERE state = 'running'"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    (jobid,) = study_rows(study, "SELECT jobid FROM instances")[0]
+    assert slurm.run("scontrol", "update", f"JobId={jobid}", "EndTime=now").returncode == 0
+    output, _ = conductor.communicate(timeout=120)
+    assert conductor.returncode == 0, output
+    state, attempts, second = study_rows(study, "SELECT state, attempts, jobid FROM instances")[0]
+    assert (state, attempts) == ("finished", 2) and second != jobid
+    assert (study / "long" / "out.txt").read_text() == "done\n"

@@ -138,3 +138,76 @@ def test_workers_die_with_the_conductor(tmp_path: Path) -> None:
               for pid in pids):
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_other_shells_and_scripts_using_dollar_dollar(tmp_path: Path) -> None:
+    tasks = [task(tmp_path, 1, 'echo "${BASH_VERSION:-no bash}"', shell="/bin/sh"),
+             task(tmp_path, 2, "kill -TERM $$"),  # $$ must name the instance, never its worker shell
+             task(tmp_path, 3, "echo after")]
+    with LocalExecutor(1) as executor:
+        done = run_all(executor, tasks)
+        workers = [worker.proc.pid for worker in executor._workers]
+        assert all(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert (tmp_path / "i1" / "out").read_text() == "no bash\n"
+    assert done[2].returncode == -signal.SIGTERM
+    assert done[3].returncode == 0 and (tmp_path / "i3" / "out").read_text() == "after\n"
+
+
+def test_cancel_only_a_queued_task(tmp_path: Path) -> None:
+    with LocalExecutor(1) as executor:
+        executor.submit(task(tmp_path, 1, "sleep 0.5; echo a"))
+        executor.submit(task(tmp_path, 2, "echo b > b"))
+        executor.cancel([2])
+        done: dict[int, Finished] = {}
+        while len(done) < 2:
+            done.update({e.key: e for e in executor.poll(5) if isinstance(e, Finished)})
+    assert done[1].returncode == 0 and not done[1].cancelled
+    assert done[2].cancelled and not done[2].pid and not (tmp_path / "i2" / "b").exists()
+
+
+def test_a_task_ignoring_sigterm_is_killed(tmp_path: Path) -> None:
+    with LocalExecutor(1, grace=0.3) as executor:
+        done = run_all(executor, [task(tmp_path, 1, "trap '' TERM; sleep 30", walltime=0.2)])
+    assert done[1].timed_out and done[1].returncode == -signal.SIGKILL
+
+
+def test_a_lost_worker_is_replaced(tmp_path: Path) -> None:
+    killer = "read -r _ _ _ worker _ < /proc/$BASHPID/stat; kill -KILL $worker; sleep 0.2"
+    with LocalExecutor(1) as executor:
+        done = run_all(executor, [task(tmp_path, 1, killer), task(tmp_path, 2, "echo fine")])
+    assert done[1].returncode == -signal.SIGKILL
+    assert done[2].returncode == 0 and (tmp_path / "i2" / "out").read_text() == "fine\n"
+
+
+def test_bad_input_is_a_legato_error(tmp_path: Path) -> None:
+    with LocalExecutor(1) as executor:
+        with pytest.raises(LegatoError):
+            executor.submit(task(tmp_path, 1, "echo a\0b"))
+        with pytest.raises(LegatoError):
+            executor.submit(task(tmp_path, 2, "true", env={"NOT A NAME": "x"}))
+        assert executor.free_slots == 1
+    with pytest.raises(LegatoError):
+        LocalExecutor(0)
+
+
+def test_a_killed_conductor_leaves_its_instances_to_kill_leftovers(tmp_path: Path) -> None:
+    folder = tmp_path / "i1"
+    folder.mkdir()
+    code = ("import time; from legato.execute.local import LocalExecutor, Started, Task; "
+            "e = LocalExecutor(1, tag='study'); "
+            f"e.submit(Task(1, 'sleep 30', {str(folder)!r}, {str(folder / 'out')!r}, {str(folder / 'err')!r})); "
+            "pid = next(ev.pid for ev in iter(lambda: e.poll(5), None) for ev in ev if isinstance(ev, Started)); "
+            "print(pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pid = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    try:
+        assert Path(f"/proc/{pid}").exists()
+        assert kill_leftovers([pid], "someone-else") == 0 and Path(f"/proc/{pid}").exists()
+        assert kill_leftovers([pid], "study") == 1
+    finally:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
