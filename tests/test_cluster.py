@@ -36,7 +36,7 @@ def study_rows(study: Path, sql: str) -> list[tuple]:
 
 @pytest.mark.parametrize("mode, flags, rows, jobs", [
     ("packed", ["--pack", "10"], 20, 2),
-    ("array", ["--pack", "10", "--array"], 10, 1),
+    ("array", ["--pack", "10", "--array", "-t", "3"], 10, 1),
     ("per-instance", ["--pack", "1"], 4, 4),
 ])
 def test_sample_on_slurm(slurm, tmp_path: Path, mode, flags, rows, jobs) -> None:
@@ -49,6 +49,9 @@ def test_sample_on_slurm(slurm, tmp_path: Path, mode, flags, rows, jobs) -> None
     states = study_rows(study, "SELECT state, jobid FROM instances")
     assert len(states) == rows and {state for state, _ in states} == {"finished"}
     assert len({jobid.split("_")[0] for _, jobid in states}) == jobs  # that many sbatch submissions
+    if mode == "array":
+        (script,) = (study / "jobs").glob("*.sh")
+        assert "--array=0-9%3" in script.read_text()  # -t caps the array's tasks running at once
     for folder in (study / "echo-params").iterdir():
         if folder.is_dir():
             assert (folder / "params.txt").read_text().startswith("PARAM1=")

@@ -13,8 +13,9 @@ only queued behind one that takes at least as many slots, so the cores in use ne
 ``slots``. ``free_slots`` therefore answers "how big a task can be accepted now": the idle
 cores, or when none are idle, the room in a worker's one-deep queue.
 
-Workers die with the conductor (PR_SET_PDEATHSIG on Linux, EOF on their stdin elsewhere);
-instances already running are left alone and recognised later by their LEGATO_TAG.
+Workers go with the conductor (PR_SET_PDEATHSIG on Linux, EOF on their stdin elsewhere): an
+idle one at once, a busy one when its instance ends, after journaling it. Instances already
+running are left alone and recognised later by their LEGATO_TAG.
 """
 from __future__ import annotations
 
@@ -45,28 +46,33 @@ GRACE_SECONDS = 2.0  # from SIGTERM to SIGKILL of an instance's process group
 # forked bash pays a page copy for every page it writes. @C@ is the fd of the cancel pipe, which
 # carries sequence numbers of queued tasks to skip. A done-report is held back while the next
 # payload is already waiting, so that it reaches the conductor with the next start-report.
+# The worker appends "KEY STATUS" to the journal (@J@, or /dev/null) as it reaps each instance,
+# before telling the conductor. When the conductor dies the kernel sends SIGHUP: the worker
+# then waits for its running instance (a trapped signal cuts `wait` short, hence the second
+# wait; 127 there means the first had collected it), journals it and exits, starting nothing.
 _WORKER = r"""
 set -m
-_lg_j=@J@
-_lg_journal() {
-    # An instance that exits records its status; one killed by a signal must not look finished.
-    trap 'echo "${LEGATO_TAG##*:} $?" >>"$_lg_j"' EXIT
-    local s
-    for s in TERM INT HUP; do trap "trap - EXIT $s; kill -$s \$BASHPID" "$s"; done
-}
+_lg_gone=0
+trap _lg_gone=1 HUP
+exec {_lg_j}>>@J@
 _lg_skip=()
 _lg_r=
 while read -r _lg_n && IFS= read -r -N "$_lg_n" _lg_p; do
+    ((_lg_gone)) && exit
     eval "$_lg_p"
     read -t 0 -u @C@ && while read -t 0 -u @C@ && read -r -u @C@ _lg_n; do _lg_skip[_lg_n]=1; done
     if [[ ${_lg_skip[_lg_k]-} ]]; then
         unset "_lg_skip[_lg_k]"
         _lg_r+="k $_lg_k"$'\n'
     elif cd -- "$_lg_d"; then
-        ( set +m; [[ -z $_lg_j ]] || _lg_journal; eval "$_lg_x" ) </dev/null >"$_lg_o" 2>"$_lg_e" @C@<&- &
+        ( set +m; eval "$_lg_x" ) </dev/null >"$_lg_o" 2>"$_lg_e" @C@<&- {_lg_j}>&- &
         echo "${_lg_r}s $_lg_k $!"
         wait $!
-        _lg_r="d $_lg_k $?"$'\n'
+        _lg_s=$?
+        while ((_lg_gone && _lg_s > 128)); do wait $!; _lg_n=$?; ((_lg_n == 127)) && break; _lg_s=$_lg_n; done
+        echo "${LEGATO_TAG##*:} $_lg_s" >&$_lg_j
+        ((_lg_gone)) && exit
+        _lg_r="d $_lg_k $_lg_s"$'\n'
     else
         _lg_r+="c $_lg_k"$'\n'
     fi
@@ -157,8 +163,8 @@ class LocalExecutor:
 
     def __init__(self, slots: int, env: Mapping[str, str] | None = None, tag: str = "", *,
                  grace: float = GRACE_SECONDS, journal: str | None = None) -> None:
-        """``journal``: a file every instance appends ``KEY STATUS`` to as it exits, so that a
-        conductor killed before recording a finish can still learn of it (see ``read_journal``)."""
+        """``journal``: a file the workers append ``KEY STATUS`` to as each instance ends, also
+        after the conductor was killed, so that a resumed one learns of it (``read_journal``)."""
         if slots < 1:
             raise LegatoError(f"the number of parallel jobs must be at least 1, not {slots}")
         self.slots = slots
@@ -167,7 +173,12 @@ class LocalExecutor:
         self._bash = _find_bash()
         self._env = {**os.environ, **(env or {}), "LEGATO_TAG": f"{tag}:"}
         self._tag_prefix = " LEGATO_TAG=" + _quote(f"{tag}:")
-        self._journal = _quote(journal) if journal else "''"
+        if journal:
+            try:
+                open(journal, "ab").close()
+            except OSError as error:
+                raise LegatoError(f"{journal}: cannot write the journal: {error.strerror}") from None
+        self._journal = _quote(journal or os.devnull)
         self._selector = selectors.DefaultSelector()
         self._workers: list[_Worker] = []
         self._idle: set[_Worker] = set()
@@ -244,9 +255,7 @@ class LocalExecutor:
 
     def _script(self, job: _Job) -> str:
         """Bash scripts run in the subshell itself; others, and bash scripts that use ``$$``
-        (which would name the worker), run from a file by their own interpreter, as a child of
-        the subshell rather than through ``exec`` so that the journal's exit trap still fires.
-        Variables of the task's own ``env`` are exported inside the subshell, so they stay with
+        (which would name the worker), run from a file by their own interpreter. Variables of the task's own ``env`` are exported inside the subshell, so they stay with
         this task."""
         task = job.task
         script = task.script
@@ -257,7 +266,7 @@ class LocalExecutor:
             with open(job.script_file, "w", encoding="utf-8", errors="surrogateescape") as out:
                 out.write(script)
             argv = [self._bash] if _is_bash(task.shell, self._bash) else shlex.split(task.shell)
-            script = shlex.join([*argv, job.script_file])
+            script = "exec " + shlex.join([*argv, job.script_file])
         if task.env:
             exports = []
             for name, value in task.env.items():
@@ -548,7 +557,7 @@ def _is_bash(shell: str, bash: str) -> bool:
     return found is not None and os.path.realpath(found) == os.path.realpath(bash)
 
 
-def _spawn(bash: str, env: Mapping[str, str], journal: str = "''") -> _Worker:
+def _spawn(bash: str, env: Mapping[str, str], journal: str) -> _Worker:
     cancel_r, cancel_w = os.pipe()
     try:
         proc = subprocess.Popen(
@@ -565,12 +574,12 @@ def _spawn(bash: str, env: Mapping[str, str], journal: str = "''") -> _Worker:
 
 
 def _die_with(parent: int) -> Callable[[], None]:
-    """Runs in the new worker: the kernel kills it when the conductor dies, even by SIGKILL."""
+    """Runs in the new worker: the kernel sends it SIGHUP when the conductor dies, even by SIGKILL."""
     prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
     def arrange() -> None:
         if prctl is not None:
-            prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            prctl(1, signal.SIGHUP)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:
             os._exit(1)
 

@@ -138,7 +138,8 @@ class PackedExecutor:
         if self.array:
             variable, offset = _ARRAY_INDEX.get(self.scheduler.key, ("SLURM_ARRAY_TASK_ID", 0))
             body = f'{python}."${variable}" --slots {tasks[0].slots} --index "$(( {variable} - {offset} ))"\n'
-            cores, array = max(task.slots for task in tasks), (offset, offset + len(tasks) - 1, None)
+            # the study's job limit also caps each array's tasks running at once ('%' in SLURM's --array)
+            cores, array = max(task.slots for task in tasks), (offset, offset + len(tasks) - 1, self.max_jobs or None)
         else:
             cores = self.job_cores or min(sum(task.slots for task in tasks), os.cpu_count() or 1)
             body, array = f"{python} --slots {cores}\n", None
