@@ -26,7 +26,6 @@ from legato.store import Store
 from legato.study import study_env
 
 LEDGER = "campaign.db"
-PHASES = ("planned", "ran", "harvested", "archived", "cleaned")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS batches (

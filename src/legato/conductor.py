@@ -204,9 +204,6 @@ class Conductor:
     def _on_signal(self, signum, frame) -> None:
         self.cancel_requested = True
 
-    def request_cancel(self) -> None:
-        self.cancel_requested = True
-
     def _cancel(self) -> None:
         """Stop dispatching; terminate what runs. Pending instances stay pending, for --resume."""
         self._cancelling = True

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,6 @@ from legato.errors import LegatoError
 
 DB_NAME = "legato.db"
 STATES = ("pending", "running", "finished", "failed", "timedout", "cancelled", "skipped")
-DONE_STATES = frozenset({"finished", "failed", "timedout", "cancelled", "skipped"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -208,6 +206,3 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
-
-def now() -> float:
-    return time.time()

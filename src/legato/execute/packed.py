@@ -61,7 +61,6 @@ class PackedExecutor:
         self.events: list[Started | Finished | Queued] = []
         self.cancelled = False
         self.submitted = 0
-        self.scheduler_calls = 0
         self._last_poll = 0.0
         self._offsets: dict[str, int] = {}  # record file -> bytes read
 
@@ -101,7 +100,6 @@ class PackedExecutor:
             self.events.append(Finished(task.key, -15, 0.0, time.time(), 0, cancelled=True))
         self.buffer.clear()
         if self.jobs:
-            self.scheduler_calls += 1
             self.scheduler.cancel(list(self.jobs))
 
     def close(self) -> None:
@@ -123,7 +121,6 @@ class PackedExecutor:
         chunk.write_text(json.dumps({"tag": self.tag, "tasks": [_task_fields(task) for task in tasks]}))
         script = self.folder / f"{name}.sh"
         script.write_text(self.scheduler.job_script(self._request(name, tasks, chunk, record)))
-        self.scheduler_calls += 1
         jobid = self.scheduler.submit(str(script), str(self.folder))
         job = _Job(jobid, record, {task.key: task for task in tasks})
         if self.array:
@@ -195,7 +192,6 @@ class PackedExecutor:
         if not self.jobs:
             return
         ids = [i for job in self.jobs.values() for i in (list(job.array_ids) or [job.jobid])]
-        self.scheduler_calls += 1
         states = self.scheduler.poll(ids)
         for job in list(self.jobs.values()):
             ended = self._ended(job, states)
