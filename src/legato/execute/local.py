@@ -9,10 +9,10 @@ command or report pipes, so nothing they print or read can be mistaken for proto
 
 A worker holds up to ``QUEUE_DEPTH`` tasks (the running one included), so it starts the next
 instance the moment the previous one ends instead of idling through the conductor's round trip;
-the depth is kept small because a task queued behind a long one cannot move to an idle worker. A task is
-only queued behind one that takes at least as many slots, so the cores in use never exceed
-``slots``. ``free_slots`` therefore answers "how big a task can be accepted now": the idle
-cores, or when none are idle, the room in a worker's one-deep queue.
+the depth is kept small because a task queued behind a long one cannot move to an idle worker.
+A task is only queued behind one that takes at least as many slots, so the cores in use never
+exceed ``slots``. ``free_slots`` therefore answers "how big a task can be accepted now": the
+idle cores, or when none are idle, the room in a worker's queue.
 
 Workers go with the conductor (PR_SET_PDEATHSIG on Linux, EOF on their stdin elsewhere): an
 idle one at once, a busy one when its instance ends, after journaling it. Instances already
