@@ -50,18 +50,15 @@ QUEUE_DEPTH = 3
 # carries sequence numbers of queued tasks to skip. A done-report is held back while the next
 # payload is already waiting, so that it reaches the conductor with the next start-report.
 # The worker appends "KEY STATUS" to the journal (@J@, or /dev/null) as it reaps each instance,
-# before telling the conductor. When the conductor dies the kernel sends SIGHUP: the worker
-# then waits for its running instance (a trapped signal cuts `wait` short, hence the second
-# wait; 127 there means the first had collected it), journals it and exits, starting nothing.
+# before telling the conductor. When the conductor dies the kernel kills the worker at once
+# (an orphaned worker must never linger); its running instance, in its own process group,
+# is found by its tag and stopped by the next conductor, and rerun.
 _WORKER = r"""
 set -m
-_lg_gone=0
-trap _lg_gone=1 HUP
 exec {_lg_j}>>@J@
 _lg_skip=()
 _lg_r=
 while read -r _lg_n && IFS= read -r -N "$_lg_n" _lg_p; do
-    ((_lg_gone)) && exit
     eval "$_lg_p"
     read -t 0 -u @C@ && while read -t 0 -u @C@ && read -r -u @C@ _lg_n; do _lg_skip[_lg_n]=1; done
     if [[ ${_lg_skip[_lg_k]-} ]]; then
@@ -72,9 +69,7 @@ while read -r _lg_n && IFS= read -r -N "$_lg_n" _lg_p; do
         echo "${_lg_r}s $_lg_k $!"
         wait $!
         _lg_s=$?
-        while ((_lg_gone && _lg_s > 128)); do wait $!; _lg_n=$?; ((_lg_n == 127)) && break; _lg_s=$_lg_n; done
         echo "${LEGATO_TAG##*:} $_lg_s" >&$_lg_j
-        ((_lg_gone)) && exit
         _lg_r="d $_lg_k $_lg_s"$'\n'
     else
         _lg_r+="c $_lg_k"$'\n'
@@ -579,12 +574,12 @@ def _spawn(bash: str, env: Mapping[str, str], journal: str) -> _Worker:
 
 
 def _die_with(parent: int) -> Callable[[], None]:
-    """Runs in the new worker: the kernel sends it SIGHUP when the conductor dies, even by SIGKILL."""
+    """Runs in the new worker: the kernel kills it when the conductor dies, even by SIGKILL."""
     prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
     def arrange() -> None:
         if prctl is not None:
-            prctl(1, signal.SIGHUP)  # PR_SET_PDEATHSIG
+            prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:
             os._exit(1)
 
