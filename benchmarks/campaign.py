@@ -106,9 +106,7 @@ def main() -> None:
     work = harness.workdir(args)
     try:
         body = run(args, work)
-        print(body)
-        if not args.no_record:
-            harness.record("campaign", "Benchmark 4: batch campaign", body)
+        harness.publish(args, "campaign", "Benchmark 4: batch campaign", body)
     finally:
         harness.cleanup(args, work)
 

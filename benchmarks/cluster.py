@@ -98,9 +98,7 @@ def main() -> None:
         f"- {harness.verdict(fewer >= 50)}: >= 50x fewer jobs: {fewer:.0f}x",
         f"- {harness.verdict(faster >= 10)}: >= 10x faster to completion: {faster:.1f}x",
     ])
-    print(body)
-    if not args.no_record:
-        harness.record("cluster", "Benchmark 5: a study on a real local SLURM", body)
+    harness.publish(args, "cluster", "Benchmark 5: a study on a real local SLURM", body)
     harness.cleanup(args, work)
 
 

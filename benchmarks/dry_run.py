@@ -165,9 +165,7 @@ def main(argv: list[str]) -> None:
     finally:
         h.cleanup(args, work)
     text = report(outcomes, args)
-    print(text)
-    if not args.no_record:
-        h.record("dry_run", "Dry run: building the workspace of the batched sample study", text)
+    h.publish(args, "dry_run", "Dry run: building the workspace of the batched sample study", text)
 
 
 if __name__ == "__main__":

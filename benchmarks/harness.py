@@ -259,6 +259,13 @@ def revision() -> str:
     return f"{head}{' + uncommitted changes in src/' if dirty else ''}"
 
 
+def publish(args: argparse.Namespace, key: str, title: str, body: str) -> None:
+    """Print a benchmark's report and, unless --no-record, put it in RESULTS.md."""
+    print(body)
+    if not args.no_record:
+        record(key, title, body)
+
+
 def record(key: str, title: str, body: str) -> None:
     """Replace (or append) this benchmark's section of RESULTS.md, headed by how it was produced."""
     command = shlex.join(["python3", os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])

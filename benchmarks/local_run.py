@@ -248,9 +248,7 @@ def main(argv: list[str]) -> None:
     finally:
         h.cleanup(args, work)
     text = report(args, workloads)
-    print(text)
-    if not args.no_record:
-        h.record("local_run", "Local run: executing instances on this machine", text)
+    h.publish(args, "local_run", "Local run: executing instances on this machine", text)
 
 
 if __name__ == "__main__":

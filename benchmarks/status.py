@@ -79,9 +79,7 @@ def main(argv: list[str]) -> None:
         *lines,
         f"- median of {args.repeat} runs, each a fresh process; the page cache is warm after the build.",
     ])
-    print(text)
-    if not args.no_record:
-        h.record("status", "Status of a study of 1,000,000 instances", text)
+    h.publish(args, "status", "Status of a study of 1,000,000 instances", text)
 
 
 if __name__ == "__main__":
