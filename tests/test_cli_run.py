@@ -1,264 +1,295 @@
-"""End to end: `legato run` for real, through the CLI, in temporary folders."""
+"""End to end: ``legato run`` for real (no --dry), --resume, cancel, --detach and status through the
+real CLI, in temporary folders. Specs are in ``run_files/``. Overlap is judged from the start and
+end times the conductor stored, never from the test's clock."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sqlite3
+import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-LEGATO = [sys.executable, "-m", "legato"]
+from tests.run_files.helpers import (
+    Gates, copy_spec, group_alive, legato, one_line_error, process_alive, rows, source_env, spans, start_legato,
+    states, wait_for,
+)
 
-THREE_STEPS = """
-description: {name: three, description: a parameterized step, a per-instance child and a funnel}
-study:
-  - name: a
-    description: writes its value, fails for P=3
-    run: {cmd: "[ $(P) != 3 ] && echo $(P) > value.txt"}
-  - name: b
-    description: doubles it
-    run:
-      cmd: echo $(( $(cat $(a.workspace)/value.txt) * 2 )) > double.txt
-      depends: [a]
-  - name: total
-    description: sums every b
-    run:
-      cmd: cat $(cat $(b.workspace)/instances.txt | sed 's|$|/double.txt|') > all.txt
-      depends: [b_*]
-global.parameters:
-  P: {values: [1, 2, 3, 4, 5, 6], label: P.%%}
-"""
+PS = range(1, 7)
 
 
-def legato(*args: str, cwd: Path, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*LEGATO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-
-
-def rows(study: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(study / "legato.db") as db:
-        return db.execute(sql).fetchall()
-
-
-def states(study: Path) -> dict[str, str]:
-    return {f"{step}/{label}": state for step, label, state in rows(study, "SELECT step, label, state FROM instances")}
-
-
-def write(folder: Path, text: str, name: str = "spec.yaml") -> Path:
-    path = folder / name
-    path.write_text(text)
-    return path
-
-
-def one_line_error(done: subprocess.CompletedProcess, *words: str) -> None:
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    for word in words:
-        assert word in done.stderr
-
-
-def test_failure_skips_dependents_and_funnel(tmp_path: Path) -> None:
-    done = legato("run", str(write(tmp_path, THREE_STEPS)), "-o", "out", "-j", "2", cwd=tmp_path)
+# -- a study with a failure ----------------------------------------------------------------------
+def test_a_failure_skips_its_dependents_and_the_funnel_only(tmp_path: Path) -> None:
+    done = legato("run", str(copy_spec("three_steps.yaml", tmp_path)), "-o", "out", "-j", "2", cwd=tmp_path)
     study = tmp_path / "out"
-    assert done.returncode == 1
+    assert done.returncode == 1, done.stderr
     found = states(study)
-    assert found["a/P.3"] == "failed" and found["b/P.3"] == "skipped" and found["total/"] == "skipped"
-    assert all(found[f"a/P.{p}"] == "finished" and found[f"b/P.{p}"] == "finished" for p in (1, 2, 4, 5, 6))
+    assert found.pop("a/P.3") == "failed"
+    assert found.pop("b/P.3") == "skipped" and found.pop("total") == "skipped"
+    assert set(found.values()) == {"finished"} and len(found) == 10  # every independent instance ran
     assert (study / "b" / "P.5" / "double.txt").read_text() == "10\n"
-    assert str(study / "a" / "P.3" / "a.err") in done.stdout
-    reason = rows(study, "SELECT reason FROM instances WHERE label = 'P.3' AND step = 'b'")[0][0]
-    assert "failed" in reason
+    reasons = dict(rows(study, "SELECT step, reason FROM instances WHERE state = 'skipped'"))
+    assert reasons == {"b": "a/P.3 failed", "total": "a/P.3 failed"}  # both name the failure to look at
+    assert rows(study, "SELECT returncode, reason FROM instances WHERE state = 'failed'") == [(1, "exit code 1")]
+    failure = study / "a" / "P.3"
+    assert f"stdout {failure / 'a.out'}, stderr {failure / 'a.err'}" in done.stdout
+    assert "10 finished, 1 failed, 2 skipped" in done.stdout
 
 
-def test_funnel_runs_after_all_inputs(tmp_path: Path) -> None:
-    spec = write(tmp_path, THREE_STEPS.replace("[ $(P) != 3 ] && ", ""))
-    done = legato("run", str(spec), "-o", "out", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert sorted(int(x) for x in (tmp_path / "out" / "total" / "all.txt").read_text().split()) == [2, 4, 6, 8, 10, 12]
-    csv = (tmp_path / "out" / "status.csv").read_text().splitlines()
-    assert csv[0].startswith("Step Name,Job ID,Workspace,State") and len(csv) == 14
+def test_the_funnel_reads_instances_txt_after_every_instance(tmp_path: Path) -> None:
+    done = legato("run", str(copy_spec("three_steps.yaml", tmp_path, **{"FAILS: 3": "FAILS: 0"})), "-o", "out",
+                  cwd=tmp_path)
+    study = tmp_path / "out"
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (study / "total" / "sum.txt").read_text() == f"{2 * sum(PS)}\n"
+    (funnel_start, _), = spans(study, "total")
+    assert funnel_start >= max(end for _, end in spans(study, "b"))
 
 
-def test_instances_run_in_parallel_and_throttle_limits(tmp_path: Path) -> None:
-    spec = write(tmp_path, """
-description: {name: p, description: d}
-study:
-  - {name: s, description: d, run: {cmd: sleep 0.5}}
-global.parameters:
-  P: {values: [1, 2, 3, 4], label: P.%%}
-""")
-    assert legato("run", str(spec), "-o", "wide", "-j", "4", cwd=tmp_path).returncode == 0
-    spans = rows(tmp_path / "wide", "SELECT started, ended FROM instances")
-    assert max(start for start, _ in spans) < min(end for _, end in spans)  # all four overlapped
-    assert legato("run", str(spec), "-o", "narrow", "-j", "4", "-t", "1", cwd=tmp_path).returncode == 0
-    spans = sorted(rows(tmp_path / "narrow", "SELECT started, ended FROM instances"))
-    assert all(later[0] >= earlier[1] - 0.05 for earlier, later in zip(spans, spans[1:]))
+# -- parallelism, throttle, procs ----------------------------------------------------------------
+def test_two_jobs_overlap(tmp_path: Path) -> None:
+    spec = copy_spec("sleeps.yaml", tmp_path, **{"values: [1, 2, 3, 4]": "values: [1, 2]"})
+    assert legato("run", str(spec), "-o", "out", "-j", "2", cwd=tmp_path).returncode == 0
+    (start1, end1), (start2, end2) = spans(tmp_path / "out")
+    assert start2 < end1
 
 
-def test_retries_use_the_restart_command(tmp_path: Path) -> None:
-    spec = write(tmp_path, """
-description: {name: r, description: d}
-study:
-  - name: s
-    description: fails twice, then the restart command succeeds
-    run:
-      cmd: echo x >> tries; [ $(wc -l < tries) -ge 3 ]
-      restart: echo x >> tries; echo restarted > how; [ $(wc -l < tries) -ge 3 ]
-""")
-    done = legato("run", str(spec), "-o", "out", "-a", "3", cwd=tmp_path)
+def test_throttle_one_never_runs_two_at_once(tmp_path: Path) -> None:
+    spec = copy_spec("sleeps.yaml", tmp_path)
+    assert legato("run", str(spec), "-o", "out", "-j", "2", "-t", "1", cwd=tmp_path).returncode == 0
+    found = spans(tmp_path / "out")
+    assert len(found) == 4
+    assert all(later_start >= earlier_end for (_, earlier_end), (later_start, _) in zip(found, found[1:]))
+
+
+def test_a_two_core_step_runs_alone(tmp_path: Path) -> None:
+    assert legato("run", str(copy_spec("wide.yaml", tmp_path)), "-o", "out", "-j", "2", cwd=tmp_path).returncode == 0
+    study = tmp_path / "out"
+    everything = spans(study)
+    assert len(everything) == 4
+    for big in spans(study, "big"):
+        others = [span for span in everything if span != big]
+        assert all(end <= big[0] or start >= big[1] for start, end in others), (big, others)
+
+
+@pytest.mark.xfail(strict=True, reason="execute/local.py _place queues a task behind a worker that already has a "
+                                       "queued one while another worker's queue is empty")
+def test_equal_instances_keep_both_workers_busy(tmp_path: Path) -> None:
+    assert legato("run", str(copy_spec("sleeps.yaml", tmp_path)), "-o", "out", "-j", "2", cwd=tmp_path).returncode == 0
+    found = spans(tmp_path / "out")
+    for span in found:  # 4 equal instances on 2 cores: each runs beside another one
+        assert any(other != span and other[0] < span[1] and span[0] < other[1] for other in found), found
+
+
+# -- retries and walltime ------------------------------------------------------------------------
+def test_attempts_retry_with_the_restart_command_where_given(tmp_path: Path) -> None:
+    done = legato("run", str(copy_spec("retry.yaml", tmp_path)), "-o", "out", "-a", "3", cwd=tmp_path)
+    study = tmp_path / "out"
     assert done.returncode == 0, done.stdout
-    assert rows(tmp_path / "out", "SELECT state, attempts FROM instances") == [("finished", 3)]
-    assert (tmp_path / "out" / "s" / "how").read_text() == "restarted\n"
-    assert legato("run", str(spec), "-o", "once", "-a", "1", cwd=tmp_path).returncode == 1
+    assert rows(study, "SELECT step, state, attempts FROM instances") == [
+        ("plain", "finished", 3), ("restarted", "finished", 3)]
+    assert (study / "plain" / "tries").read_text().split() == ["cmd", "cmd", "cmd"]
+    assert (study / "restarted" / "tries").read_text().split() == ["cmd", "restart", "restart"]
 
 
-def test_walltime_kills_the_process_group(tmp_path: Path) -> None:
-    spec = write(tmp_path, """
-description: {name: w, description: d}
-study:
-  - {name: s, description: d, run: {cmd: "sleep 30 & echo $! > child; wait", walltime: "00:00:01"}}
-""")
-    done = legato("run", str(spec), "-o", "out", cwd=tmp_path)
+def test_one_attempt_fails(tmp_path: Path) -> None:
+    done = legato("run", str(copy_spec("retry.yaml", tmp_path)), "-o", "out", "-a", "1", cwd=tmp_path)
     assert done.returncode == 1
-    assert rows(tmp_path / "out", "SELECT state FROM instances") == [("timedout",)]
-    child = int((tmp_path / "out" / "s" / "child").read_text())
-    time.sleep(0.2)
-    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split(")")[1][:3]
+    assert rows(tmp_path / "out", "SELECT state, attempts FROM instances") == [("failed", 1), ("failed", 1)]
 
 
-SLOW = """
-description: {name: slow, description: d}
-study:
-  - name: s
-    description: counts its runs outside the study, then sleeps
-    run: {cmd: "echo $(P) >> COUNTS/$(P); sleep SECONDS"}
-global.parameters:
-  P: {values: [1, 2, 3, 4, 5, 6], label: P.%%}
-"""
-
-
-def slow_spec(tmp_path: Path, seconds: float) -> Path:
-    counts = tmp_path / "counts"
-    counts.mkdir(exist_ok=True)
-    return write(tmp_path, SLOW.replace("COUNTS", str(counts)).replace("SECONDS", str(seconds)))
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-
-
-@pytest.mark.parametrize("after", [1, 3])
-def test_kill_9_then_resume_runs_each_instance_once(tmp_path: Path, after: int) -> None:
-    spec = slow_spec(tmp_path, 0.6)
-    assert legato("run", "--dry", str(spec), "-o", "out", cwd=tmp_path).returncode == 0
+def test_walltime_times_out_and_kills_the_whole_group(tmp_path: Path) -> None:
+    done = legato("run", str(copy_spec("walltime.yaml", tmp_path)), "-o", "out", cwd=tmp_path)
     study = tmp_path / "out"
-    conductor = subprocess.Popen([*LEGATO, "run", "--resume", str(study), "-j", "2"], cwd=tmp_path,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: len(list((tmp_path / "counts").iterdir())) >= after)
-    conductor.send_signal(signal.SIGKILL)
-    conductor.wait()
-    finished_before = [label.split(".")[1] for label, state in states(study).items() if state == "finished"]
-    done = legato("run", "--resume", str(study), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr + done.stdout
+    assert done.returncode == 1
+    assert rows(study, "SELECT state, reason FROM instances") == [("timedout", "walltime exceeded")]
+    assert "timedout: s/" in done.stdout
+    child = int((study / "s" / "child").read_text())
+    (pgid,) = rows(study, "SELECT pid FROM instances")[0]
+    wait_for(lambda: not process_alive(child) and not group_alive(pgid), "the instance's child sleep to go")
+
+
+# -- cancel, kill -9, resume ---------------------------------------------------------------------
+def prepared(tmp_path: Path) -> tuple[Path, Gates]:
+    """The gated study prepared in tmp_path/out with its gates closed."""
+    gates = Gates(tmp_path)
+    assert legato("run", "--dry", str(copy_spec("gated.yaml", tmp_path)), "-o", "out", cwd=tmp_path).returncode == 0
+    return tmp_path / "out", gates
+
+
+def open_one_by_one(gates: Gates, count: int) -> None:
+    for p in range(1, count + 1):
+        gates.open(p)
+        wait_for(lambda: gates.completions().get(p) == 1, f"P={p} to complete")
+
+
+def resume_finishes_the_rest(tmp_path: Path, study: Path, gates: Gates) -> None:
+    gates.open_all()
+    done = legato("run", "--resume", str(study), "-j", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
     assert set(states(study).values()) == {"finished"}
-    runs = {p.name: len(p.read_text().split()) for p in (tmp_path / "counts").iterdir()}
-    assert sorted(runs) == [str(p) for p in range(1, 7)]
-    assert all(runs[p] == 1 for p in finished_before)  # finished work is never redone
-    assert sum(n == 2 for n in runs.values()) <= 2 and max(runs.values()) <= 2  # only the interrupted ones rerun
+    assert gates.completions() == {p: 1 for p in PS}  # each ran to completion exactly once
 
 
-def test_cancel_then_resume(tmp_path: Path) -> None:
-    spec = slow_spec(tmp_path, 30)
-    assert legato("run", "--dry", str(spec), "-o", "out", cwd=tmp_path).returncode == 0
-    study = tmp_path / "out"
-    conductor = subprocess.Popen([*LEGATO, "run", "--resume", str(study), "-j", "2"], cwd=tmp_path,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: sorted(set(states(study).values())) == ["pending", "running"]
-             and list(states(study).values()).count("running") == 2)
-    pids = [pid for (pid,) in rows(study, "SELECT pid FROM instances WHERE state = 'running'")]
+def test_cancel_stops_the_conductor_and_resume_finishes(tmp_path: Path) -> None:
+    study, gates = prepared(tmp_path)
+    conductor = start_legato("run", "--resume", str(study), "-j", "2", cwd=tmp_path)
+    open_one_by_one(gates, 1)
+    wait_for(lambda: len(gates.waiting()) == 2, "two instances to run")
+    running = gates.waiting()
     done = legato("cancel", str(study), cwd=tmp_path)
-    assert done.returncode == 0 and "stopped" in done.stdout
-    assert conductor.wait(timeout=30) == 1
-    found = list(states(study).values())
-    assert found.count("cancelled") >= 2 and found.count("cancelled") + found.count("pending") == 6
-    assert rows(study, "SELECT count(*) FROM instances WHERE state = 'cancelled' AND pid IS NULL") == [(0,)]
-    for pid in pids:
-        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3], 10)
-    (tmp_path / "spec.yaml").write_text("")  # the resume reads nothing but the store
-    fast = rows(study, "SELECT count(*) FROM instances")[0][0]
-    with sqlite3.connect(study / "legato.db") as db:
-        db.execute("UPDATE instances SET script = replace(script, 'sleep 30', 'sleep 0')")
-    assert legato("run", "--resume", str(study), cwd=tmp_path).returncode == 0
-    assert list(states(study).values()).count("finished") == fast
+    assert done.returncode == 0 and "stopped" in done.stdout, done.stdout + done.stderr
+    assert conductor.wait(timeout=60) == 1
+    assert f"continue with: legato run --resume {study}" in conductor.stdout.read()
+    found = states(study)
+    assert found.pop("s/P.1") == "finished"
+    assert sorted(found.values()) == ["cancelled", "cancelled", "pending", "pending", "pending"]
+    for pgid in running:
+        wait_for(lambda: not group_alive(pgid), "the cancelled instance's process group to go")
+    assert rows(study, "SELECT count(*) FROM instances WHERE state = 'cancelled' AND pid IS NOT NULL") == [(2,)]
+    resume_finishes_the_rest(tmp_path, study, gates)
+    assert len(gates.starts()[1]) == 1  # the finished instance never ran again
 
 
-def test_detach_works_without_legato_on_path(tmp_path: Path) -> None:
-    spec = slow_spec(tmp_path, 0)
-    env = {**os.environ, "PATH": "/usr/bin:/bin"}
-    done = legato("run", str(spec), "-o", "out", "--detach", cwd=tmp_path, env=env)
+def test_cancel_right_after_detach(tmp_path: Path) -> None:
+    study, gates = prepared(tmp_path)
+    detached = legato("run", "--resume", str(study), "--detach", "-j", "2", cwd=tmp_path)
+    assert detached.returncode == 0, detached.stderr
+    done = legato("cancel", str(study), cwd=tmp_path)
+    assert done.returncode == 0 and "stopped" in done.stdout, done.stdout + done.stderr
+    assert set(states(study).values()) <= {"pending", "cancelled"}
+    for pgid in gates.waiting():
+        wait_for(lambda: not group_alive(pgid), "the cancelled instance's process group to go")
+    status = json.loads(legato("status", str(study), "--json", cwd=tmp_path).stdout)
+    assert status["state"] == "cancelled"
+    resume_finishes_the_rest(tmp_path, study, gates)
+
+
+@pytest.mark.parametrize("completed", [0, 1, 3])
+def test_kill_9_then_resume_runs_each_instance_to_completion_once(tmp_path: Path, completed: int) -> None:
+    study, gates = prepared(tmp_path)
+    conductor = start_legato("run", "--resume", str(study), "-j", "2", cwd=tmp_path)
+    open_one_by_one(gates, completed)
+    wait_for(lambda: len(gates.waiting()) == 2, "two instances to run")
+    left = gates.waiting()
+    conductor.kill()
+    conductor.wait()
+    assert all(group_alive(pgid) for pgid in left)  # the instances outlive their conductor...
+    status = legato("status", str(study), cwd=tmp_path)
+    assert "interrupted; continue with: legato run --resume" in status.stdout
+    resumed = start_legato("run", "--resume", str(study), "-j", "2", cwd=tmp_path)
+    for pgid in left:  # ...until the next conductor stops them, before they could complete
+        wait_for(lambda: not group_alive(pgid), "the resumed conductor to stop what the killed one left")
+    gates.open_all()
+    assert resumed.wait(timeout=60) == 0, resumed.stdout.read() + resumed.stderr.read()
+    assert set(states(study).values()) == {"finished"}
+    assert gates.completions() == {p: 1 for p in PS}
+    assert all(len(gates.starts()[p]) == 1 for p in range(1, completed + 1))  # finished work is never rerun
+
+
+@pytest.mark.xfail(strict=True, reason="execute/local.py: a worker dies with its conductor, so an instance that "
+                                       "ends after that is never journaled and the next conductor runs it again")
+def test_an_instance_ending_while_no_conductor_runs_is_not_rerun(tmp_path: Path) -> None:
+    study, gates = prepared(tmp_path)
+    conductor = start_legato("run", "--resume", str(study), "-j", "2", cwd=tmp_path)
+    wait_for(lambda: len(gates.waiting()) == 2, "two instances to run")
+    conductor.kill()
+    conductor.wait()
+    gates.open(*gates.starts())
+    wait_for(lambda: len(gates.completions()) == 2, "the orphaned instances to complete")
+    resume_finishes_the_rest(tmp_path, study, gates)
+
+
+# -- detach, status, files, progress -------------------------------------------------------------
+def test_detach_returns_at_once_without_legato_on_path(tmp_path: Path) -> None:
+    study, gates = prepared(tmp_path)
+    env = source_env(PATH="/usr/bin:/bin")
+    done = legato("run", "--resume", str(study), "--detach", "-j", "2", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
-    assert "conductor.log" in done.stdout
+    assert f"log: {study / 'conductor.log'}" in done.stdout
+    assert not gates.completions()  # returned while every instance still waits for its gate
+    gates.open_all()
 
     def finished() -> bool:
-        status = legato("status", "out", "--json", cwd=tmp_path)
-        return json.loads(status.stdout)["steps"]["s"] == {"finished": 6}
+        status = legato("status", str(study), "--json", cwd=tmp_path)
+        return json.loads(status.stdout)["state"] == "finished"
 
-    wait_for(finished)
+    wait_for(finished, "the detached conductor to finish")
+    assert states(study) == {f"s/P.{p}": "finished" for p in PS}
+    assert gates.completions() == {p: 1 for p in PS}
 
 
-def test_status_views(tmp_path: Path) -> None:
-    legato("run", str(write(tmp_path, THREE_STEPS)), "-o", "out", cwd=tmp_path)
-    text = legato("status", "out", cwd=tmp_path).stdout
-    assert "finished" in text and "skipped" in text and "total" in text
-    failed = legato("status", "out", "--state", "failed", cwd=tmp_path).stdout.strip().splitlines()
-    assert len(failed) == 1 and "a/P.3" in failed[0] and "rc=1" in failed[0]
+def test_status_after_a_run(tmp_path: Path) -> None:
+    legato("run", str(copy_spec("three_steps.yaml", tmp_path)), "-o", "out", cwd=tmp_path)
+    lines = legato("status", "out", cwd=tmp_path).stdout.splitlines()
+    assert lines[0].startswith("three: failed")
+    assert lines[1].split() == ["step", "finished", "failed", "skipped"]
+    assert [line.split() for line in lines[2:]] == [
+        ["a", "5", "1", "0"], ["b", "5", "0", "1"], ["total", "0", "0", "1"], ["total", "10", "1", "2"]]
+    failed = legato("status", "out", "--state", "failed", cwd=tmp_path).stdout.splitlines()
+    assert len(failed) == 1 and failed[0].startswith("failed    a/P.3 rc=1")
     listing = json.loads(legato("status", "out", "--step", "b", "--json", cwd=tmp_path).stdout)
-    assert len(listing) == 6 and {item["state"] for item in listing} == {"finished", "skipped"}
-    csv = legato("status", "out", "--csv", cwd=tmp_path).stdout.splitlines()
-    assert len(csv) == 14 and any(",FAILED," in line for line in csv)
+    assert [(item["label"], item["state"]) for item in listing] == [
+        (f"P.{p}", "skipped" if p == 3 else "finished") for p in PS]
+    csv = legato("status", "out", "--csv", cwd=tmp_path).stdout
+    assert csv.splitlines()[0] == ("Step Name,Job ID,Workspace,State,Run Time,Elapsed Time,Start Time,Submit Time,"
+                                   "End Time,Number Restarts,Params")
+    assert csv == (tmp_path / "out" / "status.csv").read_text()  # written by the run itself
 
 
-def test_few_files_per_instance(tmp_path: Path) -> None:
-    spec = write(tmp_path, THREE_STEPS.replace("[ $(P) != 3 ] && ", ""))
-    legato("run", str(spec), "-o", "out", cwd=tmp_path)
-    assert sorted(p.name for p in (tmp_path / "out" / "a" / "P.1").iterdir()) == ["a.err", "a.out", "value.txt"]
-    legato("run", str(spec), "-o", "debug", "--write-scripts", cwd=tmp_path)
+def test_status_of_a_folder_that_is_no_study(tmp_path: Path) -> None:
+    one_line_error(legato("status", str(tmp_path), cwd=tmp_path), "not a legato study folder")
+
+
+def test_an_instance_folder_holds_only_its_output(tmp_path: Path) -> None:
+    spec = copy_spec("three_steps.yaml", tmp_path, **{"FAILS: 3": "FAILS: 0"})
+    assert legato("run", str(spec), "-o", "out", cwd=tmp_path).returncode == 0
+    study = tmp_path / "out"
+    own = {"a": {"value.txt"}, "b": {"double.txt"}, "total": {"all.txt", "sum.txt"}}
+    for (step, workspace) in rows(study, "SELECT step, workspace FROM instances"):
+        assert {p.name for p in (study / workspace).iterdir()} == own[step] | {f"{step}.out", f"{step}.err"}
+    assert not list(study.rglob("*.sh"))
+    assert legato("run", str(spec), "-o", "debug", "--write-scripts", cwd=tmp_path).returncode == 0
     assert (tmp_path / "debug" / "a" / "P.1" / "a.sh").is_file()
 
 
-def test_piped_progress_has_no_escapes(tmp_path: Path) -> None:
-    done = legato("run", str(write(tmp_path, THREE_STEPS)), "-o", "out", cwd=tmp_path)
-    assert "\x1b[" not in done.stdout
+def test_piped_output_is_plain(tmp_path: Path) -> None:
+    done = legato("run", str(copy_spec("three_steps.yaml", tmp_path)), "-o", "out", cwd=tmp_path)
+    assert "\x1b" not in done.stdout and "done in" in done.stdout
 
 
+def test_a_terminal_gets_the_live_table(tmp_path: Path) -> None:
+    spec = copy_spec("three_steps.yaml", tmp_path)
+    command = shlex.join([sys.executable, "-m", "legato", "run", str(spec), "-o", "out"])
+    done = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=tmp_path, env=source_env(TERM="xterm"),
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1  # the exit status of legato: one instance fails
+    assert "\x1b[" in done.stdout  # drawn, not printed
+    assert all(word in done.stdout for word in ("step", "finished", "skipped", "total"))
+    assert "done in" in done.stdout
+
+
+# -- user mistakes -------------------------------------------------------------------------------
 @pytest.mark.parametrize("args, words", [
     (["run", "--resume", "."], ["not a legato study folder"]),
-    (["status", "--state", "bogus", "out"], ["--state 'bogus'"]),
-    (["run", "-j", "0", "spec.yaml"], ["-j"]),
+    (["run", "--resume", "nowhere"], ["not a legato study folder"]),
+    (["status", "out", "--state", "bogus"], ["--state 'bogus'"]),
+    (["run", "-j", "0", "three_steps.yaml"], ["-j"]),
+    (["cancel", "."], ["not a legato study folder"]),
 ])
 def test_bad_inputs(tmp_path: Path, args: list[str], words: list[str]) -> None:
-    write(tmp_path, THREE_STEPS)
-    legato("run", "--dry", "spec.yaml", "-o", "out", cwd=tmp_path)
+    legato("run", "--dry", str(copy_spec("three_steps.yaml", tmp_path)), "-o", "out", cwd=tmp_path)
     one_line_error(legato(*args, cwd=tmp_path), *words)
 
 
 def test_a_second_conductor_is_refused(tmp_path: Path) -> None:
-    spec = slow_spec(tmp_path, 5)
-    assert legato("run", "--dry", str(spec), "-o", "out", cwd=tmp_path).returncode == 0
-    first = subprocess.Popen([*LEGATO, "run", "--resume", "out"], cwd=tmp_path,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    study, gates = prepared(tmp_path)
+    first = start_legato("run", "--resume", str(study), "-j", "2", cwd=tmp_path)
     try:
-        wait_for(lambda: "running" in states(tmp_path / "out").values())
-        one_line_error(legato("run", "--resume", "out", cwd=tmp_path), "already running")
+        wait_for(lambda: len(gates.waiting()) == 2, "two instances to run")
+        one_line_error(legato("run", "--resume", str(study), cwd=tmp_path), "already running")
+        one_line_error(legato("run", "--resume", str(study), "--detach", cwd=tmp_path), "already running")
     finally:
-        legato("cancel", "out", cwd=tmp_path)
-        first.wait(timeout=30)
+        gates.open_all()
+        assert first.wait(timeout=60) == 0

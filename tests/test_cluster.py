@@ -1,20 +1,30 @@
-"""Packed cluster execution on the real private SLURM the `slurm` fixture starts."""
+"""Packed cluster execution, end to end through the CLI, on the real private SLURM of the `slurm` fixture.
+
+Jobs are counted by asking SLURM itself (``scontrol show job`` keeps ended jobs for an hour on
+the private cluster), by the folder they ran in. About 20 jobs in all: the cluster starts
+about one a second.
+"""
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "samples" / "batched_parameters"
+FILES = Path(__file__).resolve().parent / "cluster_files"
+SAMPLE_ARGS = ["--pgen", "batched_demo_pgen.py", "--pargs", "CSV:params.csv", "--pargs", "INDEX:param_combo"]
 
 
 def slurm_sample(folder: Path) -> Path:
-    """The sample study with a SLURM batch block: the pgen, the CSV and the spec, in ``folder``."""
+    """The sample study with a SLURM batch block (Maestro's keys): the pgen, the CSV and the spec, in ``folder``."""
     for name in ("batched_demo_pgen.py", "params.csv"):
         shutil.copy(SAMPLE / name, folder / name)
     spec = (SAMPLE / "batched_parameters_demo.yaml").read_text()
@@ -29,86 +39,94 @@ def legato(cluster, *args: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300, stdin=subprocess.DEVNULL)
 
 
+def start_legato(cluster, *args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "legato", *args], cwd=cwd, env=cluster.env(), text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
 def study_rows(study: Path, sql: str) -> list[tuple]:
     with sqlite3.connect(study / "legato.db") as db:
         return db.execute(sql).fetchall()
 
 
+def slurm_jobs(cluster, below: Path) -> dict[str, str]:
+    """SLURM's jobs that ran in a folder below ``below``: job (or array) id -> state of its last task."""
+    shown = cluster.run("scontrol", "--oneliner", "show", "job").stdout
+    jobs = {}
+    for line in shown.splitlines():
+        fields = dict(re.findall(r"(\w+)=(\S+)", line))
+        if fields.get("WorkDir", "").startswith(str(below)):
+            jobs[fields.get("ArrayJobId", fields["JobId"])] = fields["JobState"]
+    return jobs
+
+
+def wait_for(check, timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not after {timeout} s: {what}"
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("mode, flags, rows, jobs", [
     ("packed", ["--pack", "10"], 20, 2),
     ("array", ["--pack", "10", "--array", "-t", "3"], 10, 1),
-    ("per-instance", ["--pack", "1"], 4, 4),
+    ("per-instance", ["--pack", "1"], 5, 5),
 ])
 def test_sample_on_slurm(slurm, tmp_path: Path, mode, flags, rows, jobs) -> None:
     spec = slurm_sample(tmp_path)
-    done = legato(slurm, "run", str(spec), "--pgen", "batched_demo_pgen.py", "--pargs", "CSV:params.csv",
-                  "--pargs", "INDEX:param_combo", "--pargs", f"NROWS:{rows}", "-o", "out", "-s", "0.5", *flags,
+    done = legato(slurm, "run", str(spec), *SAMPLE_ARGS, "--pargs", f"NROWS:{rows}", "-o", "out", "-s", "0.5", *flags,
                   cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     study = tmp_path / "out"
+    submitted = slurm_jobs(slurm, study)
+    assert len(submitted) == jobs and set(submitted.values()) == {"COMPLETED"}
     states = study_rows(study, "SELECT state, jobid FROM instances")
     assert len(states) == rows and {state for state, _ in states} == {"finished"}
-    assert len({jobid.split("_")[0] for _, jobid in states}) == jobs  # that many sbatch submissions
+    assert {jobid.split("_")[0] for _, jobid in states} == set(submitted)
     if mode == "array":
+        assert {jobid for _, jobid in states} == {f"{next(iter(submitted))}_{task}" for task in range(rows)}
         (script,) = (study / "jobs").glob("*.sh")
         assert "--array=0-9%3" in script.read_text()  # -t caps the array's tasks running at once
-    for folder in (study / "echo-params").iterdir():
-        if folder.is_dir():
-            assert (folder / "params.txt").read_text().startswith("PARAM1=")
+    params = sorted((study / "echo-params").glob("*/params.txt"))
+    assert len(params) == rows and all(path.read_text().startswith("PARAM1=") for path in params)
 
 
-FUNNEL = """
-description: {name: funnel, description: a parameterized step and a funnel, on SLURM}
-batch: {type: slurm, host: local, bank: none, queue: debug}
-study:
-  - name: square
-    description: squares P; P=4 sleeps past its walltime on the first try
-    run:
-      cmd: if [ $(P) = 4 ] && [ ! -e tried ]; then touch tried; sleep 30; fi; echo $(( $(P) * $(P) )) > sq.txt
-      walltime: "00:00:02"
-  - name: total
-    description: adds the squares
-    run:
-      cmd: cat $(cat $(square.workspace)/instances.txt | sed 's|$|/sq.txt|') | awk '{s += $1} END {print s}' > total.txt
-      depends: [square_*]
-global.parameters:
-  P: {values: [1, 2, 3, 4], label: P.%%}
-"""
-
-
-def test_funnel_walltime_and_retry_on_slurm(slurm, tmp_path: Path) -> None:
-    (tmp_path / "spec.yaml").write_text(FUNNEL)
+def test_funnel_walltime_retry_and_status_on_slurm(slurm, tmp_path: Path) -> None:
+    """The instance over its own walltime is stopped inside its job, retried, and the funnel adds all four."""
+    shutil.copy(FILES / "funnel.yaml", tmp_path / "spec.yaml")
     done = legato(slurm, "run", "spec.yaml", "-o", "out", "-s", "0.5", "-a", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     study = tmp_path / "out"
     assert (study / "total" / "total.txt").read_text().strip() == "30"
     assert study_rows(study, "SELECT attempts FROM instances WHERE label = 'P.4'") == [(2,)]
-    assert all(jobid for (jobid,) in study_rows(study, "SELECT jobid FROM instances"))
+    submitted = slurm_jobs(slurm, study)
+    assert len(submitted) == 3  # the four squares, the retried one, the funnel
     listing = legato(slurm, "status", "out", "--state", "finished", "--json", cwd=tmp_path)
-    assert '"jobid"' in listing.stdout
+    assert listing.returncode == 0, listing.stderr
+    records = json.loads(listing.stdout)
+    assert len(records) == 5 and {record["jobid"] for record in records} <= set(submitted)
+    assert len({record["jobid"] for record in records}) == 3
 
 
 def test_cancel_leaves_no_job_on_slurm(slurm, tmp_path: Path) -> None:
     spec = slurm_sample(tmp_path)
     spec.write_text(spec.read_text().replace("> params.txt", "> params.txt; sleep 60"))
-    assert legato(slurm, "run", "--dry", str(spec), "--pgen", "batched_demo_pgen.py", "--pargs", "CSV:params.csv",
-                  "--pargs", "NROWS:4", "-o", "out", cwd=tmp_path).returncode == 0
-    conductor = subprocess.Popen([sys.executable, "-m", "legato", "run", "--resume", "out", "-s", "0.5", "--pack", "2"],
-                                 cwd=tmp_path, env=slurm.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prepared = legato(slurm, "run", "--dry", str(spec), *SAMPLE_ARGS, "--pargs", "NROWS:4", "-o", "out", cwd=tmp_path)
+    assert prepared.returncode == 0, prepared.stderr
     study = tmp_path / "out"
-    import time
-    deadline = time.monotonic() + 60
-    while not study_rows(study, "SELECT count(*) FROM instances WHERE state = 'running'")[0][0]:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    jobids = {jobid for (jobid,) in study_rows(study, "SELECT jobid FROM instances")}
-    assert legato(slurm, "cancel", "out", cwd=tmp_path).returncode == 0
-    conductor.wait(timeout=60)
-    deadline = time.monotonic() + 30
-    while any(slurm.run("squeue", "--noheader", "--jobs", jobid).stdout.strip() for jobid in jobids):
-        assert time.monotonic() < deadline, "jobs still queued"
-        time.sleep(0.5)
-    assert {state for (state,) in study_rows(study, "SELECT state FROM instances")} <= {"cancelled", "pending"}
+    conductor = start_legato(slurm, "run", "--resume", "out", "-s", "0.5", "--pack", "2", cwd=tmp_path)
+    running = "SELECT count(*) FROM instances WHERE state = 'running'"
+    wait_for(lambda: study_rows(study, running)[0][0] == 4, what="four instances running")
+    cancelled = legato(slurm, "cancel", "out", cwd=tmp_path)
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout, cancelled.stdout + cancelled.stderr
+    conductor.communicate(timeout=60)
+    assert conductor.returncode != 0  # a cancelled study did not finish
+    wait_for(lambda: not slurm.run("squeue", "--noheader", "--format=%i %j %Z").stdout.count(str(study)),
+             30, "the study's jobs leaving the queue")
+    submitted = slurm_jobs(slurm, study)
+    assert len(submitted) == 2 and set(submitted.values()) == {"CANCELLED"}
+    assert study_rows(study, "SELECT DISTINCT state, reason FROM instances") == [("cancelled", "cancelled")]
+    assert "CANCELLED" in (study / "status.csv").read_text()
 
 
 def test_campaign_on_slurm(slurm, tmp_path: Path) -> None:
@@ -118,36 +136,25 @@ def test_campaign_on_slurm(slurm, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     with sqlite3.connect(tmp_path / "camp" / "results.db") as db:
         assert db.execute("SELECT count(DISTINCT row_index), count(*) FROM results WHERE state = 'finished'").fetchone() == (10, 10)
+    submitted = slurm_jobs(slurm, tmp_path / "camp")
+    assert len(submitted) == 2 and set(submitted.values()) == {"COMPLETED"}  # one packed job per batch
 
 
-OVERDUE = """
-description: {name: overdue, description: a job that SLURM kills at its time limit}
-batch: {type: slurm, host: local, bank: none, queue: debug}
-study:
-  - name: long
-    description: sleeps through its first job, finishes at once in the retry
-    run:
-      cmd: if [ ! -e ../first ]; then touch ../first; sleep 300; fi; echo done > out.txt
-      walltime: "00:01:00"
-"""
-
-
-def test_job_killed_at_its_time_limit_is_retried(slurm, tmp_path: Path) -> None:
+def test_job_killed_at_its_time_limit_is_recorded_and_retried(slurm, tmp_path: Path) -> None:
     """SLURM checks time limits every 30 s; the running job's end is moved to now to trigger it."""
-    import time
-
-    (tmp_path / "spec.yaml").write_text(OVERDUE)
-    conductor = subprocess.Popen([sys.executable, "-m", "legato", "run", "spec.yaml", "-o", "out", "-s", "0.5", "-a", "2"],
-                                 cwd=tmp_path, env=slurm.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    shutil.copy(FILES / "overdue.yaml", tmp_path / "spec.yaml")
+    conductor = start_legato(slurm, "run", "spec.yaml", "-o", "out", "-s", "0.5", "-a", "2", cwd=tmp_path)
     study = tmp_path / "out"
-    deadline = time.monotonic() + 60
-    while not (study / "legato.db").exists() or not study_rows(study, "SELECT jobid FROM instances WHERE state = 'running'"):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_for(lambda: (study / "legato.db").exists() and study_rows(study, "SELECT jobid FROM instances WHERE state = 'running'"),
+             what="the instance running")
     (jobid,) = study_rows(study, "SELECT jobid FROM instances")[0]
     assert slurm.run("scontrol", "update", f"JobId={jobid}", "EndTime=now").returncode == 0
+    retrying = "SELECT state, reason FROM instances WHERE reason = 'attempt 1 timed out; retrying'"
+    wait_for(lambda: study_rows(study, retrying) or conductor.poll() is not None, 90, "the timeout recorded")
+    assert study_rows(study, retrying), "the timed-out attempt was never recorded"
     output, _ = conductor.communicate(timeout=120)
     assert conductor.returncode == 0, output
     state, attempts, second = study_rows(study, "SELECT state, attempts, jobid FROM instances")[0]
     assert (state, attempts) == ("finished", 2) and second != jobid
+    assert slurm_jobs(slurm, study) == {jobid: "TIMEOUT", second: "COMPLETED"}
     assert (study / "long" / "out.txt").read_text() == "done\n"

@@ -11,7 +11,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from legato import parameters
 from legato.errors import LegatoError
@@ -316,6 +316,7 @@ def execute(
         except Timeout:
             raise LegatoError(f"{root}: a conductor is already running this study (see legato status)") from None
         try:
+            _hold(store)
             scheduler = None if cluster.local else _scheduler(store)
             tag = _claim(store, scheduler)
             with _executor(root, scheduler, jobs, throttle, tag, cluster) as executor:
@@ -324,8 +325,20 @@ def execute(
             store.set_meta(state="cancelled" if outcome.cancelled else ("finished" if outcome.ok else "failed"))
             _write_status_csv(root, store)
             return outcome
+        except BaseException:
+            store.set_meta(state="interrupted")  # not 'running': status must not show a dead conductor as alive
+            raise
         finally:
             lock.release()
+
+
+def _hold(store: Store) -> None:
+    """Record who holds the study's lock, at once: ``legato cancel`` signals that process, and
+    ``legato run --detach`` waits for ``conductor_since`` to know its conductor took over."""
+    import socket
+    import time
+
+    store.set_meta(conductor_pid=os.getpid(), conductor_host=socket.gethostname(), conductor_since=time.time())
 
 
 JOURNAL_NAME = ".journal"
@@ -375,7 +388,7 @@ def _claim(store: Store, scheduler=None) -> str:
     kill_leftovers(None, tag)  # by tag, not stored pids: a pid may not have been flushed before a kill -9
     _recover_finished(store)
     _cancel_jobs(store, scheduler)
-    store.set_meta(tag=tag, state="running", conductor_pid=os.getpid())
+    store.set_meta(tag=tag, state="running")
     return tag
 
 
@@ -402,12 +415,46 @@ def _cancel_jobs(store: Store, scheduler) -> None:
 
 
 def _detach(root: Path, jobs: int | None, throttle: int, attempts: int, cluster: ClusterOptions):
-    """Start the conductor as a background process of this same Python, so PATH does not matter."""
+    """Start the conductor as a background process of this same Python, so PATH does not matter.
+
+    Returns once that conductor holds the study, so that a ``legato cancel`` or ``legato status``
+    right after sees it; a conductor that stops with an error first has that error raised here.
+    """
+    import time
+
+    from filelock import FileLock, Timeout
+
     from legato.conductor import Outcome
 
-    Store.of_study(root).close()  # a clear error now rather than in the log
-    log = _background(["run", "--resume", str(root), *_execution_argv(jobs, throttle, attempts, cluster)], root / LOG_NAME)
+    with Store.of_study(root) as store:  # a clear error now rather than in the log
+        probe = FileLock(root / LOCK_NAME)
+        try:
+            probe.acquire(timeout=0)
+        except Timeout:
+            raise LegatoError(f"{root}: a conductor is already running this study (see legato status)") from None
+        probe.release()
+        log_path = root / LOG_NAME
+        start, logged = time.time(), log_path.stat().st_size if log_path.exists() else 0
+        log = _background(["run", "--resume", str(root), *_execution_argv(jobs, throttle, attempts, cluster)], log_path)
+        while store.meta().get("conductor_since", 0) < start:
+            error = _logged_error(log, logged)
+            if error or time.time() - start > _DETACH_WAIT:
+                raise LegatoError(error or f"the background conductor did not start within {_DETACH_WAIT} s; see {log}")
+            time.sleep(0.05)
     return Outcome(root, {}, 0.0, [], log=log)
+
+
+_DETACH_WAIT = 60
+
+
+def _logged_error(log: Path, offset: int) -> str | None:
+    """The one-line error a background ``legato`` wrote to its log after ``offset``, if any."""
+    with open(log, "rb") as stream:
+        stream.seek(offset)
+        for line in stream.read().decode("utf-8", "replace").splitlines():
+            if line.startswith("legato: error: "):
+                return line.removeprefix("legato: error: ")
+    return None
 
 
 def _execution_argv(jobs: int | None, throttle: int, attempts: int, cluster: ClusterOptions) -> list[str]:
@@ -435,30 +482,61 @@ def cancel(root: str | os.PathLike, wait: float = 60.0) -> str:
     if (root / "campaign.db").is_file():
         return _cancel_campaign(root, wait)
     with Store.of_study(root) as store:
+        if not _signal_holder(root / LOCK_NAME, lambda: store.meta().get("conductor_pid"), wait):
+            return _cancel_orphans(root, store, store.meta())
         meta = store.meta()
-        if _signal_holder(root / LOCK_NAME, meta.get("conductor_pid"), wait):
-            return f"cancelled: the conductor of {root} stopped"
-        return _cancel_orphans(root, store, meta)
+        if meta.get("state") not in ("cancelled", "finished", "failed"):  # signalled while starting: it recorded nothing
+            _cancel_orphans(root, store, meta)
+            store.set_meta(state="cancelled")
+        return f"cancelled: the conductor of {root} stopped"
 
 
-def _signal_holder(lock_path: Path, pid: int | None, wait: float) -> bool:
-    """SIGTERM the process holding ``lock_path`` and wait for it to let go; False if nobody held it."""
-    import signal
+def _signal_holder(lock_path: Path, pid: int | None | Callable[[], int | None], wait: float) -> bool:
+    """SIGTERM the process holding ``lock_path`` and wait for it to let go; False if nobody held it.
+
+    ``pid`` may be a function reading it afresh: a conductor records its pid just after taking
+    the lock, so for a moment the lock is held and the recorded pid is not yet its own.
+    """
+    import time
 
     from filelock import FileLock, Timeout
 
     lock = FileLock(lock_path)
+    deadline = time.monotonic() + wait
+    while not _signalled(lock, pid() if callable(pid) else pid):
+        if lock.is_locked:
+            lock.release()
+            return False
+        if time.monotonic() > deadline:
+            raise LegatoError(f"{lock_path.parent}: the process holding {lock_path.name} recorded no pid")
+        time.sleep(0.05)
+    try:
+        lock.acquire(timeout=max(deadline - time.monotonic(), 1.0))
+    except Timeout:
+        raise LegatoError(f"{lock_path.parent}: the conductor did not stop within {wait:.0f} s") from None
+    lock.release()
+    return True
+
+
+def _signalled(lock, pid: int | None) -> bool:
+    """Whether a live holder of ``lock`` was sent SIGTERM; takes the lock instead when nobody holds it."""
+    import signal
+
+    from filelock import Timeout
+
     try:
         lock.acquire(timeout=0)
+        return False
     except Timeout:
-        os.kill(int(pid), signal.SIGTERM)
-        try:
-            lock.acquire(timeout=wait)
-        except Timeout:
-            raise LegatoError(f"{lock_path.parent}: the conductor did not stop within {wait:.0f} s") from None
-        lock.release()
-        return True
-    lock.release()
+        pass
+    try:
+        if pid:
+            os.kill(int(pid), signal.SIGTERM)
+            return True
+    except ProcessLookupError:
+        pass  # an earlier holder's pid: the holder has not recorded its own yet
+    except PermissionError:
+        raise LegatoError(f"the conductor (pid {pid}) belongs to another user") from None
     return False
 
 
@@ -480,14 +558,20 @@ def _cancel_campaign(folder: Path, wait: float) -> str:
 
 
 def _cancel_orphans(root: Path, store: Store, meta: dict) -> str:
-    """No conductor is alive: terminate instances a killed one left behind and record them."""
+    """No conductor is alive: terminate instances a killed one left behind and record them.
+
+    Instances that finished after the killed conductor's last write are taken from the journal
+    first, so they stay finished instead of being recorded cancelled and run again.
+    """
     from legato.execute.local import kill_leftovers
 
-    rows = store.db.execute("SELECT id, pid FROM instances WHERE state = 'running'").fetchall()
     killed = kill_leftovers(None, meta["tag"]) if meta.get("tag") else 0
+    _recover_finished(store)
     _cancel_jobs(store, _scheduler(store))
-    store.update_many([{"id": id_, "state": "cancelled", "reason": "cancelled"} for id_, _ in rows])
-    store.set_meta(state="cancelled")
+    rows = store.db.execute("SELECT id FROM instances WHERE state = 'running'").fetchall()
+    store.update_many([{"id": id_, "state": "cancelled", "reason": "cancelled"} for (id_,) in rows])
+    if rows or killed or meta.get("state") in ("running", "interrupted"):
+        store.set_meta(state="cancelled")  # a finished or failed study keeps its state
     _write_status_csv(root, store)
     return f"no conductor was running {root}; {killed} leftover instance process(es) terminated"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from array import array
 from collections import deque
@@ -66,7 +67,9 @@ class Outcome:
         for failure in self.failures[:10]:
             lines.append(f"  {failure['state']}: {failure['where']} (stdout {failure['stdout']}, stderr {failure['stderr']})")
         if len(self.failures) > 10:
-            lines.append(f"  ... and {len(self.failures) - 10} more: legato status {self.root} --state failed")
+            lines.append(f"  ... and {len(self.failures) - 10} more: legato status {self.root} --state failed --state timedout")
+        if self.counts.get("pending") or self.counts.get("cancelled"):
+            lines.append(f"continue with: legato run --resume {self.root}")
         return lines
 
 
@@ -164,26 +167,30 @@ class Conductor:
         for id_ in range(1, len(self.state)):
             if self.state[id_] != PENDING:
                 continue
-            blocked = False
+            cause = None
             for parent in parents_of.get(id_, ()):
                 if self.state[parent] in (FAILED, TIMEDOUT, SKIPPED):
-                    blocked = True
+                    cause = cause or self._failure(parent)
                 elif self.state[parent] != FINISHED:
                     self.waiting[id_] += 1
             for parent_step in funnel_parents.get(self.step_of[id_], ()):
                 step = self.steps[parent_step]
                 if step.failed:
-                    blocked = True
+                    cause = cause or f"an instance of {step.name} failed"
                 elif step.unfinished:
                     self.waiting[id_] += 1
-            if blocked:
-                self._skip(id_, "a step it depends on failed")
+            if cause:
+                self._skip(id_, cause)
             elif self.waiting[id_] == 0:
                 self._ready.append(id_)
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> Outcome:
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        """SIGTERM (``legato cancel``) and Ctrl-C cancel the run; only the main thread can catch
+        them, so a conductor in another thread (the Python API) leaves signals as they are."""
+        main = threading.current_thread() is threading.main_thread()
+        signals = (signal.SIGTERM, signal.SIGINT) if main else ()
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
         try:
             while self._ready or self._in_flight:
                 if self.cancel_requested and not self._cancelling:
@@ -274,7 +281,7 @@ class Conductor:
             self._move(id_, final)
             reason = "walltime exceeded" if event.timed_out else f"exit code {event.returncode}"
             self._change(id_, state=STATE_NAMES[final], reason=reason, **common)
-            self._fail(id_)
+            self._fail(id_, self._failure(id_))
 
     def _move(self, id_: int, new: int) -> None:
         step = self.steps[self.step_of[id_]]
@@ -299,8 +306,9 @@ class Conductor:
         if self.waiting[child] == 0:
             self._ready.append(child)
 
-    def _fail(self, id_: int) -> None:
-        """A final failure skips every instance that depends on it, directly or through a funnel."""
+    def _fail(self, id_: int, cause: str) -> None:
+        """A final failure skips every instance that depends on it, directly or through a funnel;
+        each skip gives the failure at the root as its reason: that is where the user must look."""
         step = self.steps[self.step_of[id_]]
         step.unfinished -= 1
         step.failed += 1
@@ -310,12 +318,17 @@ class Conductor:
                 doomed.extend(self._instances_of(child_step))
         for child in doomed:
             if self.state[child] == PENDING:
-                self._skip(child, f"{step.name} instance {id_} failed")
+                self._skip(child, cause)
 
-    def _skip(self, id_: int, reason: str) -> None:
+    def _skip(self, id_: int, cause: str) -> None:
         self._move(id_, SKIPPED)
-        self._change(id_, state="skipped", reason=reason)
-        self._fail(id_)
+        self._change(id_, state="skipped", reason=cause)
+        self._fail(id_, cause)
+
+    def _failure(self, id_: int) -> str:
+        """``step/label failed`` (or ``timedout``): labels stay in the store, read only for failures."""
+        step, label = self.store.db.execute("SELECT step, label FROM instances WHERE id = ?", (id_,)).fetchone()
+        return f"{step}/{label} {STATE_NAMES[self.state[id_]]}" if label else f"{step} {STATE_NAMES[self.state[id_]]}"
 
     def _instances_of(self, step_index: int) -> range:
         step = self.steps[step_index]

@@ -51,16 +51,32 @@ def _summary(store: Store, folder: Path, as_json: bool, stream: TextIO) -> None:
     meta = store.meta()
     counts = store.counts()
     order = [step["name"] for step in store.steps()]
+    current = study_state(meta)
     if as_json:
-        json.dump({"study": meta.get("name"), "folder": str(folder.absolute()), "state": meta.get("state"),
+        json.dump({"study": meta.get("name"), "folder": str(folder.absolute()), "state": current,
                    "steps": {name: counts.get(name, {}) for name in order}}, stream, indent=2)
         stream.write("\n")
         return
     shown = [state for state in STATES if any(state in counts.get(name, {}) for name in order)]
     rows = [[name, *(str(counts.get(name, {}).get(state, 0)) for state in shown)] for name in order]
     totals = ["total", *(str(sum(counts.get(name, {}).get(state, 0) for name in order)) for state in shown)]
-    stream.write(f"{meta.get('name')}: {meta.get('state')}  ({folder})\n")
+    hint = f"; continue with: legato run --resume {folder}" if current in ("interrupted", "cancelled") else ""
+    stream.write(f"{meta.get('name')}: {current}{hint}  ({folder})\n")
     _table(["step", *shown], rows + [totals], stream)
+
+
+def study_state(meta: dict) -> str | None:
+    """The recorded state, except that a study whose conductor died (kill -9, a reboot) is 'interrupted'.
+
+    Only a conductor on this host can be checked; elsewhere (a shared file system) the record stands.
+    """
+    import socket
+
+    state = meta.get("state")
+    if state == "running" and meta.get("conductor_host") == socket.gethostname() and meta.get("conductor_pid"):
+        if not _alive(meta["conductor_pid"]):
+            return "interrupted"
+    return state
 
 
 def _table(header: list[str], rows: list[list[str]], stream: TextIO) -> None:

@@ -24,17 +24,14 @@ def load_chunk(path: str) -> dict:
 
 def run_chunk(chunk: dict, record: IO[str], slots: int, only: int | None = None) -> int:
     """Run the chunk's tasks (or only task ``only``, for job arrays); returns how many failed."""
-    tasks = [Task(**task) for task in chunk["tasks"]]
-    if only is not None:
-        tasks = [tasks[only]]
-    failed = 0
+    tasks = chunk["tasks"] if only is None else [chunk["tasks"][only]]
+    # an instance asking for more cores than the job has gets them all, rather than waiting forever
+    pending = [Task(**{**task, "slots": min(task["slots"], slots)}) for task in reversed(tasks)]
+    failed = running = 0
     with LocalExecutor(slots, tag=chunk.get("tag", "")) as executor:
-        pending = list(reversed(tasks))
-        running = 0
         while pending or running:
             while pending and pending[-1].slots <= executor.free_slots:
-                task = pending.pop()
-                executor.submit(Task(**{**_fields(task), "slots": min(task.slots, slots)}))
+                executor.submit(pending.pop())
                 running += 1
             for event in executor.poll(None):
                 _write(record, event)
@@ -42,10 +39,6 @@ def run_chunk(chunk: dict, record: IO[str], slots: int, only: int | None = None)
                     running -= 1
                     failed += event.returncode != 0
     return failed
-
-
-def _fields(task: Task) -> dict:
-    return {name: getattr(task, name) for name in Task.__slots__}
 
 
 def _write(record: IO[str], event: Started | Finished) -> None:

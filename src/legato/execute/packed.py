@@ -4,29 +4,41 @@ It speaks the local executor's interface (``submit``, ``poll``, ``cancel``, ``fr
 so the conductor runs a study on a cluster unchanged. Submitted instances are gathered into
 chunks of ``pack``; each chunk becomes one job that runs ``python -m legato.worker`` on the
 allocation's cores (or, with ``array``, one job array whose tasks run one instance each;
-``pack=1`` is Maestro's one job per instance). Workers write per-job record files which
+``pack=1`` is Maestro's one job per instance). A part-filled chunk is submitted at the next
+poll, unless finishes are releasing dependents one by one: then it waits up to one interval
+for more, so that they share jobs. Workers write per-job record files which
 ``poll`` tails; the scheduler itself is asked about all of the study's jobs in one call
 every ``interval`` seconds. An instance whose job ended without a record of it finishing
 (walltime, node failure, cancel) is reported failed or timed out, never silently lost.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shlex
+import site
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import legato
+from legato.errors import LegatoError
 from legato.execute import Queued
 from legato.execute.local import Finished, Started, Task
-from legato.schedulers.base import JobRequest, JobState, Resources, Scheduler
+from legato.schedulers.base import JobRequest, JobState, Resources, Scheduler, hms
 
 _ARRAY_INDEX = {"slurm": ("SLURM_ARRAY_TASK_ID", 0), "pbs": ("PBS_ARRAY_INDEX", 0),
                 "lsf": ("LSB_JOBINDEX", 1), "flux": ("FLUX_JOB_CC", 0)}
 _ENDED = {JobState.COMPLETED, JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED, JobState.NODE_FAIL,
           JobState.OUT_OF_MEMORY}
+_TAIL_ALL = 256
+"""Up to this many jobs in flight, every record file is read on each pass; beyond it only those of
+jobs the scheduler has reported started, so 10^4 queued jobs do not cost 10^4 opens per pass."""
+POLL_PATIENCE = 300.0
+"""Seconds a scheduler may keep failing to answer polls (a busy controller) before the run stops."""
 
 
 @dataclass
@@ -35,13 +47,16 @@ class _Job:
     record: Path
     tasks: dict[int, Task]
     array_ids: dict[str, int] = field(default_factory=dict)  # "<id>_<n>" -> key
-    started: dict[int, float] = field(default_factory=dict)
-    ended: bool = False
+    started: dict[int, tuple[float, int]] = field(default_factory=dict)  # key -> (time, pid)
     state: JobState = JobState.PENDING
 
 
 class PackedExecutor:
-    """Chunks of instances as scheduler jobs; ``max_jobs`` (0: no limit) caps jobs queued or running."""
+    """Chunks of instances as scheduler jobs; ``max_jobs`` (0: no limit) caps jobs queued or running.
+
+    ``calls`` counts what was asked of the scheduler (``submit``, ``poll``, ``cancel``), for
+    tests and benchmarks; every submit is one job (or one job array).
+    """
 
     def __init__(self, scheduler: Scheduler, folder: Path, *, pack: int = 100, job_cores: int | None = None,
                  max_jobs: int = 0, array: bool = False, interval: float = 5.0, walltime: str | None = None,
@@ -56,12 +71,17 @@ class PackedExecutor:
         self.interval = interval
         self.walltime = walltime
         self.tag = tag
+        self.defaults = Resources.from_spec(scheduler.batch, {})  # the batch block's qos, reservation, walltime...
         self.jobs: dict[str, _Job] = {}
         self.buffer: list[Task] = []
         self.events: list[Started | Finished | Queued] = []
         self.cancelled = False
-        self.submitted = 0
+        self.calls = {"submit": 0, "poll": 0, "cancel": 0}
+        self._run = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"  # job file names never meet an earlier run's
+        self._buffered_at = 0.0
+        self._trickle = False  # the last poll returned finishes: their dependents may still be coming
         self._last_poll = 0.0
+        self._failing_since: float | None = None
         self._offsets: dict[str, int] = {}  # record file -> bytes read
 
     # -- the executor interface ------------------------------------------------------------------
@@ -73,24 +93,28 @@ class PackedExecutor:
         return max(0, (self.max_jobs - len(self.jobs)) * self.pack - len(self.buffer))
 
     def submit(self, task: Task) -> None:
+        if not self.buffer:
+            self._buffered_at = time.monotonic()
         self.buffer.append(task)
         if len(self.buffer) >= self.pack:
             self._flush()
 
     def poll(self, timeout: float | None) -> list[Started | Finished | Queued]:
-        """Submit what is buffered, then return record events and jobs that ended without them."""
-        if self.buffer:
-            self._flush()
+        """Submit what is due, then return record events and those of jobs that ended without them."""
         deadline = time.monotonic() + (timeout if timeout is not None else self.interval)
         while True:
+            if self._partial_due():
+                self._flush(partial=True)
             for job in list(self.jobs.values()):
-                self._tail(job)
+                if len(self.jobs) <= _TAIL_ALL or job.state is not JobState.PENDING:
+                    self._tail(job)
             if time.monotonic() - self._last_poll >= self.interval:
                 self._ask_scheduler()
-            if self.events or time.monotonic() >= deadline or not self.jobs:
+            if self.events or time.monotonic() >= deadline or not (self.jobs or self.buffer):
                 break
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         events, self.events = self.events, []
+        self._trickle = any(isinstance(event, Finished) for event in events)
         return events
 
     def cancel(self, keys: Iterable[int] | None = None) -> None:
@@ -100,10 +124,11 @@ class PackedExecutor:
             self.events.append(Finished(task.key, -15, 0.0, time.time(), 0, cancelled=True))
         self.buffer.clear()
         if self.jobs:
+            self.calls["cancel"] += 1
             self.scheduler.cancel(list(self.jobs))
 
     def close(self) -> None:
-        """Nothing to stop: jobs belong to the scheduler, and a resumed conductor finds them again."""
+        """Nothing to stop: jobs belong to the scheduler, and a resumed conductor cancels what is left."""
 
     def __enter__(self) -> "PackedExecutor":
         return self
@@ -112,10 +137,24 @@ class PackedExecutor:
         self.close()
 
     # -- jobs ------------------------------------------------------------------------------------
-    def _flush(self) -> None:
-        tasks, self.buffer = self.buffer[: self.pack], self.buffer[self.pack:]
-        self.submitted += 1
-        name = f"legato-{os.getpid()}-{self.submitted:06d}"
+    def _partial_due(self) -> bool:
+        """A part-filled chunk waits for more only while finishes release dependents, and at most one interval.
+
+        Without that wait, dependents released one finish at a time would each become a job of one.
+        """
+        if not self.buffer:
+            return False
+        return not self._trickle or not self.jobs or time.monotonic() - self._buffered_at >= self.interval
+
+    def _flush(self, partial: bool = False) -> None:
+        while len(self.buffer) >= self.pack or (partial and self.buffer):
+            tasks, self.buffer = self.buffer[: self.pack], self.buffer[self.pack:]
+            self._submit_job(tasks)
+        self._buffered_at = time.monotonic()
+
+    def _submit_job(self, tasks: list[Task]) -> None:
+        self.calls["submit"] += 1
+        name = f"legato-{self._run}-{self.calls['submit']:06d}"
         chunk = self.folder / f"{name}.json"
         record = self.folder / f"{name}.record"
         chunk.write_text(json.dumps({"tag": self.tag, "tasks": [_task_fields(task) for task in tasks]}))
@@ -124,29 +163,28 @@ class PackedExecutor:
         jobid = self.scheduler.submit(str(script), str(self.folder))
         job = _Job(jobid, record, {task.key: task for task in tasks})
         if self.array:
-            job.array_ids = {f"{jobid}_{i + self._array_offset()}": task.key for i, task in enumerate(tasks)}
+            first = _ARRAY_INDEX.get(self.scheduler.key, ("", 0))[1]
+            job.array_ids = {f"{jobid}_{first + i}": task.key for i, task in enumerate(tasks)}
+            self.events.extend(Queued(key, part) for part, key in job.array_ids.items())
+        else:
+            self.events.extend(Queued(task.key, jobid) for task in tasks)
         self.jobs[jobid] = job
-        self.events.extend(Queued(task.key, jobid) for task in tasks)
-        if self.buffer:
-            self._flush()
 
     def _request(self, name: str, tasks: list[Task], chunk: Path, record: Path) -> JobRequest:
-        python = f"{sys.executable} -m legato.worker {chunk} {record}"
+        worker = _worker_command(chunk, record)
         if self.array:
             variable, offset = _ARRAY_INDEX.get(self.scheduler.key, ("SLURM_ARRAY_TASK_ID", 0))
-            body = f'{python}."${variable}" --slots {tasks[0].slots} --index "$(( {variable} - {offset} ))"\n'
+            cores = max(task.slots for task in tasks)
+            body = f'{worker}."${variable}" --slots {cores} --index "$(( {variable} - {offset} ))"\n'
             # the study's job limit also caps each array's tasks running at once ('%' in SLURM's --array)
-            cores, array = max(task.slots for task in tasks), (offset, offset + len(tasks) - 1, self.max_jobs or None)
+            array = (offset, offset + len(tasks) - 1, self.max_jobs or None)
         else:
             cores = self.job_cores or min(sum(task.slots for task in tasks), os.cpu_count() or 1)
-            body, array = f"{python} --slots {cores}\n", None
-        walltime = self.walltime or _chunk_walltime(tasks, cores)
-        resources = Resources(nodes=1, procs=cores, walltime=walltime)
+            body, array = f"{worker} --slots {cores}\n", None
+        walltime = self.walltime or _chunk_walltime(tasks, cores, self.defaults.seconds)
+        resources = dataclasses.replace(self.defaults, nodes=1, procs=cores, cores_per_task=None, walltime=walltime)
         return JobRequest(name=name, workdir=str(self.folder), body=body, resources=resources,
                           stdout=str(self.folder / f"{name}.out"), stderr=str(self.folder / f"{name}.err"), array=array)
-
-    def _array_offset(self) -> int:
-        return _ARRAY_INDEX.get(self.scheduler.key, ("", 0))[1]
 
     def _records(self, job: _Job) -> list[Path]:
         if not self.array:
@@ -177,14 +215,14 @@ class PackedExecutor:
         if key not in job.tasks:
             return
         if line["event"] == "started":
-            job.started[key] = line["time"]
+            job.started[key] = (line["time"], line["pid"])
             self.events.append(Started(key, line["pid"], line["time"]))
             return
         job.tasks.pop(key)
         self.events.append(Finished(key, line["returncode"], line["started"], line["ended"], line["pid"],
-                                    timed_out=line["timed_out"]))
+                                    timed_out=line["timed_out"], cancelled=self.cancelled and line["returncode"] != 0))
         if not job.tasks:
-            del self.jobs[job.jobid]
+            self.jobs.pop(job.jobid, None)
 
     def _ask_scheduler(self) -> None:
         """One scheduler call for every job of the study; jobs gone without records fail their instances."""
@@ -192,34 +230,60 @@ class PackedExecutor:
         if not self.jobs:
             return
         ids = [i for job in self.jobs.values() for i in (list(job.array_ids) or [job.jobid])]
-        states = self.scheduler.poll(ids)
-        for job in list(self.jobs.values()):
-            ended = self._ended(job, states)
-            if ended is not None:
-                for path in self._records(job):
-                    self._read_record(job, path)
-                self._orphans(job, ended)
-
-    def _ended(self, job: _Job, states: dict[str, JobState]) -> JobState | None:
-        """The job's final state once every part of it has ended (or the scheduler forgot it)."""
-        parts = list(job.array_ids) or [job.jobid]
-        seen = [states.get(part) for part in parts]
-        if any(state is not None and state not in _ENDED for state in seen):
-            return None
-        known = [state for state in seen if state is not None]
-        if JobState.TIMEOUT in known:
-            return JobState.TIMEOUT
-        return known[0] if known else JobState.UNKNOWN
-
-    def _orphans(self, job: _Job, state: JobState) -> None:
-        if job.jobid not in self.jobs:
+        self.calls["poll"] += 1
+        try:
+            states = self.scheduler.poll(ids)
+        except LegatoError as error:
+            self._poll_failed(error)
             return
+        self._failing_since = None
+        for job in list(self.jobs.values()):
+            self._settle(job, states)
+
+    def _poll_failed(self, error: LegatoError) -> None:
+        """A busy controller times out now and then; only one that stays silent stops the run."""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+            print(f"legato: {error}; asking again every {self.interval:g} s", file=sys.stderr)
+        elif now - self._failing_since > POLL_PATIENCE:
+            raise LegatoError(f"the scheduler has not answered for {POLL_PATIENCE:.0f} s: {error}")
+
+    def _settle(self, job: _Job, states: dict[str, JobState]) -> None:
+        """Note whether the job runs; for each part that ended (or that the scheduler forgot), read its
+        records a last time and report the instances they do not finish as failed or timed out."""
+        parts: dict[str, int | None] = dict(job.array_ids) or {job.jobid: None}
+        ended = {part: states.get(part) or JobState.UNKNOWN for part in parts
+                 if states.get(part) is None or states[part] in _ENDED}
+        waiting = all(states.get(part) is JobState.PENDING for part in parts if part not in ended)
+        job.state = JobState.PENDING if waiting and not ended else JobState.RUNNING
+        if not ended:
+            return
+        self._tail(job)
+        for part, state in ended.items():
+            key = parts[part]
+            for orphan in ([key] if key is not None else list(job.tasks)):
+                if orphan in job.tasks:
+                    self._orphan(job, orphan, state)
+        if not job.tasks:
+            self.jobs.pop(job.jobid, None)
+
+    def _orphan(self, job: _Job, key: int, state: JobState) -> None:
+        """An instance its job ended without finishing: killed (pid known) or never started (pid 0)."""
         now = time.time()
-        for key in list(job.tasks):
-            self.events.append(Finished(key, -9, job.started.get(key, now), now, 0,
-                                        timed_out=state is JobState.TIMEOUT, cancelled=self.cancelled))
-        job.tasks.clear()
-        del self.jobs[job.jobid]
+        started, pid = job.started.get(key, (now, 0))
+        del job.tasks[key]
+        self.events.append(Finished(key, -9, started, now, pid, timed_out=state is JobState.TIMEOUT,
+                                    cancelled=self.cancelled))
+
+
+def _worker_command(chunk: Path, record: Path) -> str:
+    """The job's worker runs this same Python and this same legato, also from a checkout on PYTHONPATH."""
+    command = f"{shlex.quote(sys.executable)} -m legato.worker {shlex.quote(str(chunk))} {shlex.quote(str(record))}"
+    source = str(Path(legato.__file__).resolve().parent.parent)
+    if source in {*site.getsitepackages(), site.getusersitepackages()}:
+        return command
+    return f'export PYTHONPATH={shlex.quote(source)}"${{PYTHONPATH:+:$PYTHONPATH}}"\n{command}'
 
 
 def _task_fields(task: Task) -> dict:
@@ -228,10 +292,12 @@ def _task_fields(task: Task) -> dict:
     return fields
 
 
-def _chunk_walltime(tasks: list[Task], cores: int) -> str | None:
-    """Enough time for the chunk run ``cores`` at a time, when every instance names its walltime."""
-    if not tasks or any(task.walltime is None for task in tasks):
-        return None
+def _chunk_walltime(tasks: list[Task], cores: int, default: int | None) -> str | None:
+    """Enough time for the chunk run ``cores`` at a time, when every instance's walltime is known
+    (its own, else the batch block's); else None, the batch block's or the partition's limit."""
+    limits = [task.walltime or default for task in tasks]
+    if not tasks or not all(limits):
+        return None if default is None else hms(default) if default else "inf"
     waves = -(-sum(task.slots for task in tasks) // max(cores, 1))
-    seconds = int(max(task.walltime for task in tasks) * waves) + 60
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    seconds = int(max(limits) * waves) + 60
+    return hms(seconds)

@@ -1,0 +1,1 @@
+"""Specs and helpers of the run, conductor and status tests."""
