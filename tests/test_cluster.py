@@ -106,6 +106,8 @@ def test_funnel_walltime_retry_and_status_on_slurm(slurm, tmp_path: Path) -> Non
     records = json.loads(listing.stdout)
     assert len(records) == 5 and {record["jobid"] for record in records} <= set(submitted)
     assert len({record["jobid"] for record in records}) == 3
+    text = legato(slurm, "status", "out", "--state", "finished", cwd=tmp_path).stdout.splitlines()
+    assert len(text) == 5 and all(f"job={record['jobid']}" in " ".join(text) for record in records)
 
 
 def test_cancel_leaves_no_job_on_slurm(slurm, tmp_path: Path) -> None:

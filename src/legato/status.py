@@ -106,7 +106,8 @@ def _list(store: Store, states: list[str], steps: list[str], as_json: bool, limi
     for record in records:
         rc = "" if record["returncode"] is None else f" rc={record['returncode']}"
         reason = f"  ({record['reason']})" if record["reason"] else ""
-        stream.write(f"{record['state']:<9} {record['step']}/{record['label'] or '-'}{rc}  {record['workspace']}{reason}\n")
+        job = f" job={record['jobid']}" if record["jobid"] else ""
+        stream.write(f"{record['state']:<9} {record['step']}/{record['label'] or '-'}{rc}{job}  {record['workspace']}{reason}\n")
 
 
 def write_status_csv(store: Store, stream: TextIO) -> None:
