@@ -4,6 +4,7 @@ end times the conductor stored, never from the test's clock."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -153,8 +154,14 @@ def test_cancel_stops_the_conductor_and_resume_finishes(tmp_path: Path) -> None:
 
 
 def test_cancel_right_after_detach(tmp_path: Path) -> None:
+    """--detach returns once its conductor holds the study, however slowly that one starts."""
     study, gates = prepared(tmp_path)
-    detached = legato("run", "--resume", str(study), "--detach", "-j", "2", cwd=tmp_path)
+    slow = tmp_path / "slow_start"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text("import time\ntime.sleep(1)\n")  # every Python started with it
+    env = source_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(slow), env["PYTHONPATH"]])
+    detached = legato("run", "--resume", str(study), "--detach", "-j", "2", cwd=tmp_path, env=env)
     assert detached.returncode == 0, detached.stderr
     done = legato("cancel", str(study), cwd=tmp_path)
     assert done.returncode == 0 and "stopped" in done.stdout, done.stdout + done.stderr
