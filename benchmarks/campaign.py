@@ -98,6 +98,8 @@ class Outcome:
     start_inodes: int
     load_start: tuple[float, float, float]
     load_end: tuple[float, float, float]
+    exit_code: int
+    last_line: str
     profile: str | None = None
 
 
@@ -119,12 +121,12 @@ def run_driver(argv: list[str], work: Path, campaign: Path, profile: bool) -> Ou
         seconds = time.perf_counter() - started
         sampler.stop.set()
         sampler.join()
-    if os.waitstatus_to_exitcode(status) != 0:
-        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-        raise harness.BenchError(f"legato batch exited {os.waitstatus_to_exitcode(status)} in {campaign}:\n  "
-                                 + "\n  ".join(tail))
+    lines = log.read_text(errors="replace").strip().splitlines() or [""]
+    if not (campaign / "campaign.db").is_file():
+        raise harness.BenchError(f"legato batch exited {os.waitstatus_to_exitcode(status)} before it began:\n  "
+                                 + "\n  ".join(lines[-5:]))
     return Outcome(seconds, usage.ru_maxrss, sampler.samples, start_inodes, load_start, os.getloadavg(),
-                   stop_profiler(spy, work) if spy else None)
+                   os.waitstatus_to_exitcode(status), lines[-1], stop_profiler(spy, work) if spy else None)
 
 
 def start_profiler(pid: int, work: Path) -> subprocess.Popen:
@@ -164,20 +166,26 @@ def short_frame(frame: str) -> str:
 
 
 def ledger_figures(campaign: Path) -> dict[str, float]:
-    """Per-batch seconds (first vs last 10% of batches) and the largest batch workspace, from the ledger."""
+    """Rows done, per-batch seconds (first vs last 10% of batches), the largest batch workspace: from the ledger.
+
+    Only batches taken through to the end count, so a run cut short reports what it completed.
+    """
     with sqlite3.connect(f"file:{campaign / 'campaign.db'}?mode=ro", uri=True) as db:
-        batches = db.execute("SELECT ended - started, members FROM batches ORDER BY number").fetchall()
+        batches = db.execute("SELECT ended - started, members, nrows FROM batches WHERE phase = 'cleaned' "
+                             "ORDER BY number").fetchall()
     tenth = max(1, len(batches) // 10)
-    seconds = [row[0] for row in batches]
-    return {"batches": len(batches), "first": sum(seconds[:tenth]) / tenth, "last": sum(seconds[-tenth:]) / tenth,
-            "slowest": max(seconds), "members": max((row[1] or 0) for row in batches)}
+    seconds = [row[0] for row in batches] or [0.0]
+    return {"batches": len(batches), "rows": sum(row[2] for row in batches), "first": sum(seconds[:tenth]) / tenth,
+            "last": sum(seconds[-tenth:]) / tenth, "slowest": max(seconds),
+            "members": max((row[1] or 0 for row in batches), default=0)}
 
 
 def results_figures(campaign: Path, columns: int) -> tuple[int, int, int]:
     """(result rows, distinct row indexes, rows whose harvested x1..xN equal their parameters)."""
     checks = " AND ".join(f"CAST(x{i} AS TEXT) = CAST(param{i} AS TEXT)" for i in range(1, columns + 1))
     with sqlite3.connect(f"file:{campaign / 'results.db'}?mode=ro", uri=True) as db:
-        return db.execute(f"SELECT count(*), count(DISTINCT row_index), sum({checks}) FROM results").fetchone()
+        counts = db.execute(f"SELECT count(*), count(DISTINCT row_index), sum({checks}) FROM results").fetchone()
+    return counts[0], counts[1], counts[2] or 0
 
 
 def repeats_within_batches(csv_path: Path, batch_size: int) -> int:
@@ -204,7 +212,7 @@ def report(args: argparse.Namespace, argv: list[str], outcome: Outcome, campaign
     results, distinct, matching = results_figures(campaign, args.columns)
     archives = sorted((campaign / "archives").glob("*.tar.gz"))
     archive_mib = sum(path.stat().st_size for path in archives) / 2**20
-    seconds, samples = outcome.seconds, outcome.samples
+    seconds, samples, done = outcome.seconds, outcome.samples, int(ledger["rows"])
     early = peak_of(samples.rss_kib, 0, 0.1 * seconds) / 1024
     late = peak_of(samples.rss_kib, 0.9 * seconds, seconds) / 1024
     peak_inodes = max(value for _, value in samples.inodes) - outcome.start_inodes
@@ -212,9 +220,10 @@ def report(args: argparse.Namespace, argv: list[str], outcome: Outcome, campaign
     inode_target = ENTRIES_PER_INSTANCE * args.batch_size * 1.05 + len(archives)
     load = lambda triple: " ".join(f"{value:.2f}" for value in triple)  # noqa: E731
     rows = [
-        ["rows, batch size, batches", f"{args.rows:,}, {args.batch_size:,}, {ledger['batches']}"],
+        ["rows done (of the CSV's), batch size, batches", f"{done:,} ({args.rows:,}), {args.batch_size:,}, "
+                                                          f"{ledger['batches']}"],
         ["wall time", f"{seconds:,.1f} s ({seconds / 60:.1f} min)"],
-        ["throughput", f"{args.rows / seconds:,.0f} rows/s"],
+        ["throughput", f"{done / seconds:,.0f} rows/s"],
         ["seconds per batch: first 10% / last 10% / slowest", f"{ledger['first']:.1f} / {ledger['last']:.1f} / "
                                                               f"{ledger['slowest']:.1f}"],
         ["driver peak memory (wait4 ru_maxrss)", f"{outcome.peak_kib / 1024:.0f} MiB"],
@@ -229,11 +238,13 @@ def report(args: argparse.Namespace, argv: list[str], outcome: Outcome, campaign
          f"{sum(samples.load) / len(samples.load):.2f} / {max(samples.load):.2f}"],
     ]
     verdicts = [
+        f"- {harness.verdict(outcome.exit_code == 0 and done == args.rows)}: the campaign completed "
+        f"(legato batch exited {outcome.exit_code}: {outcome.last_line.strip()})",
         f"- {harness.verdict(outcome.peak_kib / 1024 <= PEAK_TARGET_MIB)}: driver peak memory <= {PEAK_TARGET_MIB} MiB",
         f"- {harness.verdict(late <= early * 1.1 + 5)}: driver memory flat (last 10% within 10% + 5 MiB of the first 10%)",
         f"- {harness.verdict(peak_inodes <= inode_target)}: peak inodes within one batch's worth "
         f"({ENTRIES_PER_INSTANCE} x {args.batch_size:,} instances + 5% + {len(archives)} archives = {inode_target:,.0f})",
-        f"- {harness.verdict(results == distinct == matching == args.rows)}: every row harvested exactly once, "
+        f"- {harness.verdict(results == distinct == matching == done)}: every row done harvested exactly once, "
         f"with its own values",
     ]
     notes = [

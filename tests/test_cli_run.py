@@ -8,6 +8,7 @@ import os
 import shlex
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -52,8 +53,8 @@ def test_the_funnel_reads_instances_txt_after_every_instance(tmp_path: Path) -> 
 def test_two_jobs_overlap(tmp_path: Path) -> None:
     spec = copy_spec("sleeps.yaml", tmp_path, **{"values: [1, 2, 3, 4]": "values: [1, 2]"})
     assert legato("run", str(spec), "-o", "out", "-j", "2", cwd=tmp_path).returncode == 0
-    (start1, end1), (start2, end2) = spans(tmp_path / "out")
-    assert start2 < end1
+    (_, first_end), (second_start, _) = spans(tmp_path / "out")
+    assert second_start < first_end
 
 
 def test_throttle_one_never_runs_two_at_once(tmp_path: Path) -> None:
@@ -74,8 +75,6 @@ def test_a_two_core_step_runs_alone(tmp_path: Path) -> None:
         assert all(end <= big[0] or start >= big[1] for start, end in others), (big, others)
 
 
-@pytest.mark.xfail(strict=True, reason="execute/local.py _place queues a task behind a worker that already has a "
-                                       "queued one while another worker's queue is empty")
 def test_equal_instances_keep_both_workers_busy(tmp_path: Path) -> None:
     assert legato("run", str(copy_spec("sleeps.yaml", tmp_path)), "-o", "out", "-j", "2", cwd=tmp_path).returncode == 0
     found = spans(tmp_path / "out")
@@ -112,11 +111,14 @@ def test_walltime_times_out_and_kills_the_whole_group(tmp_path: Path) -> None:
 
 
 # -- cancel, kill -9, resume ---------------------------------------------------------------------
-def prepared(tmp_path: Path) -> tuple[Path, Gates]:
-    """The gated study prepared in tmp_path/out with its gates closed."""
+@pytest.fixture
+def gated(tmp_path: Path):
+    """The gated study prepared in tmp_path/out, its gates closed; all open at the end, so that
+    nothing a failed test left behind waits forever."""
     gates = Gates(tmp_path)
     assert legato("run", "--dry", str(copy_spec("gated.yaml", tmp_path)), "-o", "out", cwd=tmp_path).returncode == 0
-    return tmp_path / "out", gates
+    yield tmp_path / "out", gates
+    gates.open_all()
 
 
 def open_one_by_one(gates: Gates, count: int) -> None:
@@ -133,8 +135,8 @@ def resume_finishes_the_rest(tmp_path: Path, study: Path, gates: Gates) -> None:
     assert gates.completions() == {p: 1 for p in PS}  # each ran to completion exactly once
 
 
-def test_cancel_stops_the_conductor_and_resume_finishes(tmp_path: Path) -> None:
-    study, gates = prepared(tmp_path)
+def test_cancel_stops_the_conductor_and_resume_finishes(tmp_path: Path, gated: tuple[Path, Gates]) -> None:
+    study, gates = gated
     conductor = start_legato("run", "--resume", str(study), "-j", "2", cwd=tmp_path)
     open_one_by_one(gates, 1)
     wait_for(lambda: len(gates.waiting()) == 2, "two instances to run")
@@ -153,9 +155,9 @@ def test_cancel_stops_the_conductor_and_resume_finishes(tmp_path: Path) -> None:
     assert len(gates.starts()[1]) == 1  # the finished instance never ran again
 
 
-def test_cancel_right_after_detach(tmp_path: Path) -> None:
+def test_cancel_right_after_detach(tmp_path: Path, gated: tuple[Path, Gates]) -> None:
     """--detach returns once its conductor holds the study, however slowly that one starts."""
-    study, gates = prepared(tmp_path)
+    study, gates = gated
     slow = tmp_path / "slow_start"
     slow.mkdir()
     (slow / "sitecustomize.py").write_text("import time\ntime.sleep(1)\n")  # every Python started with it
@@ -173,9 +175,29 @@ def test_cancel_right_after_detach(tmp_path: Path) -> None:
     resume_finishes_the_rest(tmp_path, study, gates)
 
 
+def test_detach_reports_a_background_conductor_that_could_not_start(tmp_path: Path, gated: tuple[Path, Gates]) -> None:
+    """Another conductor takes the study between --detach's check and its conductor's start."""
+    study, _ = gated
+    early = tmp_path / "early"
+    early.mkdir()
+    (early / "sitecustomize.py").write_text(textwrap.dedent(f"""
+        import os
+        if os.getsid(0) == os.getpid():  # the detached conductor: its own session
+            import time
+            from filelock import FileLock
+            time.sleep(1)  # past the first check that it did not die at once
+            taken = FileLock({str(study / ".conductor.lock")!r})
+            taken.acquire()
+    """))
+    env = source_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(early), env["PYTHONPATH"]])
+    one_line_error(legato("run", "--resume", str(study), "--detach", cwd=tmp_path, env=env), "already running")
+
+
 @pytest.mark.parametrize("completed", [0, 1, 3])
-def test_kill_9_then_resume_runs_each_instance_to_completion_once(tmp_path: Path, completed: int) -> None:
-    study, gates = prepared(tmp_path)
+def test_kill_9_then_resume_runs_each_instance_to_completion_once(
+        tmp_path: Path, completed: int, gated: tuple[Path, Gates]) -> None:
+    study, gates = gated
     conductor = start_legato("run", "--resume", str(study), "-j", "2", cwd=tmp_path)
     open_one_by_one(gates, completed)
     wait_for(lambda: len(gates.waiting()) == 2, "two instances to run")
@@ -197,8 +219,8 @@ def test_kill_9_then_resume_runs_each_instance_to_completion_once(tmp_path: Path
 
 @pytest.mark.xfail(strict=True, reason="execute/local.py: a worker dies with its conductor, so an instance that "
                                        "ends after that is never journaled and the next conductor runs it again")
-def test_an_instance_ending_while_no_conductor_runs_is_not_rerun(tmp_path: Path) -> None:
-    study, gates = prepared(tmp_path)
+def test_an_instance_ending_while_no_conductor_runs_is_not_rerun(tmp_path: Path, gated: tuple[Path, Gates]) -> None:
+    study, gates = gated
     conductor = start_legato("run", "--resume", str(study), "-j", "2", cwd=tmp_path)
     wait_for(lambda: len(gates.waiting()) == 2, "two instances to run")
     conductor.kill()
@@ -209,8 +231,8 @@ def test_an_instance_ending_while_no_conductor_runs_is_not_rerun(tmp_path: Path)
 
 
 # -- detach, status, files, progress -------------------------------------------------------------
-def test_detach_returns_at_once_without_legato_on_path(tmp_path: Path) -> None:
-    study, gates = prepared(tmp_path)
+def test_detach_returns_at_once_without_legato_on_path(tmp_path: Path, gated: tuple[Path, Gates]) -> None:
+    study, gates = gated
     env = source_env(PATH="/usr/bin:/bin")
     done = legato("run", "--resume", str(study), "--detach", "-j", "2", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
@@ -290,8 +312,8 @@ def test_bad_inputs(tmp_path: Path, args: list[str], words: list[str]) -> None:
     one_line_error(legato(*args, cwd=tmp_path), *words)
 
 
-def test_a_second_conductor_is_refused(tmp_path: Path) -> None:
-    study, gates = prepared(tmp_path)
+def test_a_second_conductor_is_refused(tmp_path: Path, gated: tuple[Path, Gates]) -> None:
+    study, gates = gated
     first = start_legato("run", "--resume", str(study), "-j", "2", cwd=tmp_path)
     try:
         wait_for(lambda: len(gates.waiting()) == 2, "two instances to run")

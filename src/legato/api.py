@@ -262,6 +262,7 @@ def _mkdir(folder: str) -> None:
 
 LOCK_NAME = ".conductor.lock"
 LOG_NAME = "conductor.log"
+DETACH_WAIT = 60.0  # seconds for a detached conductor to take over its study
 
 
 @dataclass(frozen=True)
@@ -438,13 +439,11 @@ def _detach(root: Path, jobs: int | None, throttle: int, attempts: int, cluster:
         log = _background(["run", "--resume", str(root), *_execution_argv(jobs, throttle, attempts, cluster)], log_path)
         while store.meta().get("conductor_since", 0) < start:
             error = _logged_error(log, logged)
-            if error or time.time() - start > _DETACH_WAIT:
-                raise LegatoError(error or f"the background conductor did not start within {_DETACH_WAIT} s; see {log}")
+            if error or time.time() - start > DETACH_WAIT:
+                raise LegatoError(error or f"the background conductor did not take over within {DETACH_WAIT:.0f} s; "
+                                           f"see {log}")
             time.sleep(0.05)
     return Outcome(root, {}, 0.0, [], log=log)
-
-
-_DETACH_WAIT = 60
 
 
 def _logged_error(log: Path, offset: int) -> str | None:
@@ -485,8 +484,8 @@ def cancel(root: str | os.PathLike, wait: float = 60.0) -> str:
         if not _signal_holder(root / LOCK_NAME, lambda: store.meta().get("conductor_pid"), wait):
             return _cancel_orphans(root, store, store.meta())
         meta = store.meta()
-        if meta.get("state") not in ("cancelled", "finished", "failed"):  # signalled while starting: it recorded nothing
-            _cancel_orphans(root, store, meta)
+        if meta.get("state") not in ("cancelled", "finished", "failed"):
+            _cancel_orphans(root, store, meta)  # signalled while starting, it recorded nothing
             store.set_meta(state="cancelled")
         return f"cancelled: the conductor of {root} stopped"
 

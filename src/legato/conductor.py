@@ -64,10 +64,12 @@ class Outcome:
             return [f"conductor started in the background; log: {self.log}", f"follow it with: legato status {self.root}"]
         done = ", ".join(f"{n} {state}" for state, n in self.counts.items() if n)
         lines = [f"{'cancelled' if self.cancelled else 'done'} in {self.seconds:.1f} s: {done or 'nothing to run'}"]
-        for failure in self.failures[:10]:
+        shown = self.failures[:10]
+        for failure in shown:
             lines.append(f"  {failure['state']}: {failure['where']} (stdout {failure['stdout']}, stderr {failure['stderr']})")
-        if len(self.failures) > 10:
-            lines.append(f"  ... and {len(self.failures) - 10} more: legato status {self.root} --state failed --state timedout")
+        more = self.counts.get("failed", 0) + self.counts.get("timedout", 0) - len(shown)
+        if more > 0:
+            lines.append(f"  ... and {more} more: legato status {self.root} --state failed --state timedout")
         if self.counts.get("pending") or self.counts.get("cancelled"):
             lines.append(f"continue with: legato run --resume {self.root}")
         return lines
@@ -103,6 +105,7 @@ class Conductor:
         self._fetched: dict[int, tuple[str, str, str | None]] = {}
         self._in_flight: dict[int, int] = {}  # id -> slots
         self._load()
+        self.done_before = self.done()  # a resumed run's rate counts only what it does itself
 
     # -- loading the graph --------------------------------------------------------------------
     def _load(self) -> None:
@@ -354,6 +357,11 @@ class Conductor:
             for code, n in enumerate(step.counts):
                 totals[code] += n
         return {name: totals[code] for code, name in enumerate(STATE_NAMES)}
+
+    def done(self) -> int:
+        """Instances that need nothing more: finished, failed for good or skipped."""
+        counts = self.counts()
+        return sum(counts[state] for state in ("finished", "failed", "timedout", "skipped"))
 
     def outcome(self) -> Outcome:
         failures = []

@@ -19,10 +19,10 @@ def reporter(stream: TextIO | None = None, interval: float = 10.0) -> "_LineRepo
 
 
 def rate_and_eta(conductor: Conductor) -> tuple[float, float | None]:
+    """Instances done per second by this conductor (not earlier ones of a resumed study), and the seconds left."""
     counts = conductor.counts()
-    done = sum(counts[state] for state in ("finished", "failed", "timedout", "skipped"))
     elapsed = max(time.time() - conductor.started_at, 1e-6)
-    rate = done / elapsed
+    rate = (conductor.done() - conductor.done_before) / elapsed
     remaining = counts["pending"] + counts["running"]
     return rate, (remaining / rate if rate > 0 else None)
 

@@ -226,9 +226,9 @@ class LocalExecutor:
     def _place(self, slots: int) -> _Worker:
         if slots <= self.slots - self._reserved:
             return next(iter(self._idle))
-        for worker in self._single:
-            if worker.jobs[-1].task.slots >= slots:
-                return worker
+        room = [worker for worker in self._single if worker.jobs[-1].task.slots >= slots]
+        if room:
+            return min(room, key=lambda worker: len(worker.jobs))  # the shortest queue: no worker idles early
         raise ValueError(f"no room for a task of {slots} slots (free_slots is {self.free_slots})")
 
     def _assign(self, worker: _Worker, job: _Job) -> None:
