@@ -176,6 +176,34 @@ def test_retry_of_a_chain_keeps_every_step_of_a_row_once(sample_dir):
     assert sorted(row["batch"] for row in rows if row["step"] == "collect") == [1, 4, 5]
 
 
+def test_rows_sharing_an_instance_each_get_a_result_row_and_a_retry(sample_dir):
+    """Rows a step does not tell apart run once (Maestro's rules) but are harvested, counted and retried row by row."""
+    spec = copy_spec(sample_dir, "shared.yaml")
+    rows = {"a": ("1", "x"), "b": ("1", "x"), "c": ("2", "y"), "d": ("1", "z"), "e": ("3", "x"), "f": ("3", "x")}
+    (sample_dir / "shared.csv").write_text("id,p,q\n" + "".join(f"{k},{p},{q}\n" for k, (p, q) in rows.items()))
+    (sample_dir / "fail.flag").touch()
+    outcome, _ = run_batch(sample_dir / "camp", spec=spec, rows="shared.csv", index="id", batch_size=6,
+                           result_files=["pair:out.txt", "single:out.txt"])
+    assert (outcome.rows, outcome.failed) == (6, 2)
+    harvested = results(sample_dir / "camp")
+    for step in ("pair", "single"):
+        mine = {row["row_index"]: row for row in harvested if row["step"] == step}
+        assert sorted(mine) == sorted(rows) and len(mine) == len([r for r in harvested if r["step"] == step])
+        assert all((str(row["P"]), str(row["Q"])) == rows[key] for key, row in mine.items())
+    single = {row["row_index"]: row["seen"] for row in harvested if row["step"] == "single"}
+    assert single == {key: p for key, (p, _) in rows.items()}  # text: "pair" wrote words to the same column
+    assert {row["row_index"] for row in harvested if row["state"] == "failed"} == {"e", "f"}
+
+    (sample_dir / "fail.flag").unlink()
+    retried = api.resume_batch(sample_dir / "camp", retry_failed=True, log=lambda line: None)
+    assert retried.ok and (retried.rows, retried.failed) == (6, 0)
+    harvested = results(sample_dir / "camp")
+    pair = {row["row_index"]: row["seen"] for row in harvested if row["step"] == "pair"}
+    assert len([r for r in harvested if r["step"] == "pair"]) == 6
+    assert pair == {key: p + q for key, (p, q) in rows.items()}
+    assert sorted(r["row_index"] for r in harvested if r["step"] == "single") == sorted(rows)
+
+
 def test_on_failure_stop_then_resume(sample_dir):
     spec = copy_spec(sample_dir, "flaky.yaml")
     (sample_dir / "fail.flag").touch()

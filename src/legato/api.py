@@ -736,7 +736,7 @@ def archive_get(folder: str | os.PathLike, label: str, file: str | None, dest: s
 def _locate(folder: str | os.PathLike, label: str) -> tuple[str, str]:
     """``LABEL`` or ``STEP/LABEL`` -> (archive path, workspace inside it), using the ledger."""
     step, _, name = label.rpartition("/")
-    sql = ("SELECT b.archive, i.workspace, i.step, b.number FROM instances i JOIN batches b ON b.number = i.batch "
+    sql = ("SELECT DISTINCT b.archive, i.workspace, i.step, b.number FROM instances i JOIN batches b ON b.number = i.batch "
            "WHERE i.label = ? AND i.state != 'retried'" + (" AND i.step = ?" if step else ""))
     matches = _ledger_rows(folder, sql, (name, step) if step else (name,))
     if not matches:

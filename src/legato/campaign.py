@@ -9,6 +9,7 @@ unchanged) or from a CSV/SQL row source read a page at a time.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from legato import api, parameters
 from legato.errors import LegatoError
@@ -31,21 +32,20 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS batches (
     number INTEGER PRIMARY KEY, start INTEGER NOT NULL, nrows INTEGER NOT NULL, phase TEXT NOT NULL,
     study TEXT NOT NULL, finished INTEGER, failed INTEGER, archive TEXT, sha256 TEXT, archive_bytes INTEGER,
-    members INTEGER, started REAL, ended REAL, retry_of INTEGER
+    members INTEGER, started REAL, ended REAL, retry_of INTEGER, failed_rows INTEGER
 );
 CREATE TABLE IF NOT EXISTS instances (
     batch INTEGER NOT NULL, step TEXT NOT NULL, label TEXT NOT NULL, row_index TEXT, state TEXT NOT NULL,
-    reason TEXT, workspace TEXT NOT NULL, params TEXT, PRIMARY KEY (batch, step, label)
+    reason TEXT, workspace TEXT NOT NULL, params TEXT
 );
+CREATE INDEX IF NOT EXISTS instances_batch ON instances (batch);
 CREATE INDEX IF NOT EXISTS instances_label ON instances (label);
 """
 _FAILED_ROWS = """
-WITH done AS (SELECT number FROM batches WHERE phase = 'cleaned')
-SELECT (SELECT count(*) FROM (SELECT DISTINCT batch, row_index FROM instances
-                              WHERE state NOT IN ('finished', 'retried') AND params IS NOT NULL
-                              AND batch IN (SELECT number FROM done)))
+SELECT (SELECT count(*) FROM (SELECT DISTINCT row_index FROM instances
+                              WHERE batch = :batch AND state NOT IN ('finished', 'retried') AND params IS NOT NULL))
      + (SELECT count(*) FROM instances
-        WHERE params IS NULL AND state IN ('failed', 'timedout', 'cancelled') AND batch IN (SELECT number FROM done))
+        WHERE batch = :batch AND params IS NULL AND state IN ('failed', 'timedout', 'cancelled'))
 """
 
 
@@ -176,9 +176,14 @@ class Ledger:
     def failed_rows(self) -> int:
         """Rows of finished batches that some step did not finish, plus failed steps that stand for no row (funnels).
 
-        A skipped funnel is not counted: the failure that skipped it already is.
+        Each batch keeps its own count (set when harvested, cleared when retried), so this stays
+        one small sum however many instances the ledger holds.
         """
-        return self.db.execute(_FAILED_ROWS).fetchone()[0]
+        return self.db.execute("SELECT coalesce(sum(failed_rows), 0) FROM batches WHERE phase = 'cleaned'").fetchone()[0]
+
+    def count_failed(self, number: int) -> None:
+        """Store batch ``number``'s failed rows; a skipped funnel is not counted: the failure that skipped it is."""
+        self.db.execute("UPDATE batches SET failed_rows = (" + _FAILED_ROWS + ") WHERE number = :batch", {"batch": number})
 
 
 class Campaign:
@@ -301,10 +306,15 @@ class Campaign:
             self.ledger.db.execute("BEGIN IMMEDIATE")
             self.ledger.db.execute("DELETE FROM instances WHERE batch = ?", (batch.number,))
             self.ledger.db.executemany("INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?)", members)
+            self.ledger.count_failed(batch.number)
             return self.ledger.advance(batch, "harvested")
 
     def _collect(self, batch: Batch) -> tuple[list[dict], list[tuple]]:
-        """One results row per instance, plus the ledger's record of where each instance lives."""
+        """One results row per source row and step, plus the ledger's record of where each instance lives.
+
+        Rows whose parameters a step does not tell apart share one instance (Maestro's rules), so
+        each of those rows gets that instance's state and results under its own index.
+        """
         from legato.harvest import parse_results
 
         rows, members = [], []
@@ -313,18 +323,20 @@ class Campaign:
             cursor = store.db.execute(
                 "SELECT step, label, row, workspace, state, returncode, started, ended, reason, params FROM instances ORDER BY id"
             )
-            for step, label, row, workspace, state, rc, started, ended, reason, own in cursor:
-                values = table[row] if own and row < len(table) else {}
-                index = None
-                if own:
-                    index = indexes[row] if indexes else str(batch.start + row)
-                results = {}
-                for declared in self.result_files.get(step, ()):
-                    results.update(parse_results(str(batch.study / workspace / declared.file), declared.format))
-                rows.append({"step": step, "label": label, "index": index, "state": state, "returncode": rc,
-                             "started": started, "ended": ended, "reason": reason, "params": values, "results": results})
-                kept = json.dumps(values) if state != "finished" and own else None
-                members.append((batch.number, step, label, index, state, reason, workspace, kept))
+            for _, instances in itertools.groupby(cursor, key=lambda record: record[0]):
+                for record, shared in _source_rows(list(instances), table):
+                    step, label, _, workspace, state, rc, started, ended, reason, _ = record
+                    results: dict[str, object] = {}
+                    for declared in self.result_files.get(step, ()):
+                        results.update(parse_results(str(batch.study / workspace / declared.file), declared.format))
+                    for row in shared:
+                        values = table[row] if row is not None else {}
+                        index = None if row is None else indexes[row] if indexes else str(batch.start + row)
+                        rows.append({"step": step, "label": label, "index": index, "state": state, "returncode": rc,
+                                     "started": started, "ended": ended, "reason": reason, "params": values,
+                                     "results": results})
+                        kept = json.dumps(values) if state != "finished" and row is not None else None
+                        members.append((batch.number, step, label, index, state, reason, workspace, kept))
         return rows, members
 
     def _archive(self, batch: Batch) -> Batch:
@@ -392,8 +404,8 @@ class Campaign:
         retires the original failed rows is completed, so no row is ever harvested twice.
         """
         failed = [n for (n,) in self.ledger.db.execute(
-            "SELECT DISTINCT batch FROM instances WHERE state NOT IN ('finished', 'retried') AND params IS NOT NULL "
-            "ORDER BY batch")]
+            "SELECT number FROM batches WHERE failed_rows > 0 AND EXISTS (SELECT 1 FROM instances WHERE batch = number "
+            "AND state NOT IN ('finished', 'retried') AND params IS NOT NULL) ORDER BY number")]
         for number in failed:
             done = self.ledger.db.execute("SELECT count(*) FROM batches WHERE retry_of = ?", (number,)).fetchone()[0]
             if not done:
@@ -421,6 +433,7 @@ class Campaign:
             self.ledger.db.execute("UPDATE instances SET state = 'retried' WHERE batch = ? AND state != 'finished'", (number,))
             self.ledger.db.executemany("UPDATE instances SET state = 'retried' WHERE batch = ? AND row_index = ?",
                                        [(number, index) for index in rows])
+            self.ledger.count_failed(number)
 
     def _guard(self) -> None:
         from legato.diskguard import check_room
@@ -445,6 +458,19 @@ class Campaign:
         done, rows, _ = self.ledger.progress()
         return CampaignOutcome(self.folder, done, rows, self.ledger.failed_rows(), time.time() - self.started, stopped,
                                self.ran)
+
+
+def _source_rows(instances: list[tuple], table: list[dict[str, str]]) -> Iterator[tuple[tuple, list[int | None]]]:
+    """Each instance of one step with the table rows it stands for (``[None]``: an unparameterized step)."""
+    if instances[0][-1] is None:
+        yield from ((record, [None]) for record in instances)
+        return
+    names = list(json.loads(instances[0][-1]))
+    shared: dict[tuple, list[int | None]] = {}
+    for row, values in enumerate(table):
+        shared.setdefault(tuple(values[name] for name in names), []).append(row)
+    for record in instances:
+        yield record, shared[tuple(json.loads(record[-1]).values())]
 
 
 def _failed_rows(ledger: Ledger, number: int) -> dict[str, dict[str, str]]:
