@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 import shutil
 from pathlib import Path
 
@@ -103,6 +104,8 @@ def test_sqlite_source(sample_dir):
     done = batch(sample_dir, "--rows", "sqlite:///params.db?table=params", "--index", "param_combo")
     assert_whole_sample(sample_dir, done)
     assert status(sample_dir)["batches_total"] == 7
+    with sqlite3.connect(sample_dir / "camp" / "campaign.db") as ledger:  # counted up front, for the ETA
+        assert ledger.execute("SELECT value FROM meta WHERE key = 'total_rows'").fetchone() == ("20",)
 
 
 def test_spec_declared_results(sample_dir):

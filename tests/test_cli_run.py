@@ -217,8 +217,6 @@ def test_kill_9_then_resume_runs_each_instance_to_completion_once(
     assert all(len(gates.starts()[p]) == 1 for p in range(1, completed + 1))  # finished work is never rerun
 
 
-@pytest.mark.xfail(strict=True, reason="execute/local.py: a worker dies with its conductor, so an instance that "
-                                       "ends after that is never journaled and the next conductor runs it again")
 def test_an_instance_ending_while_no_conductor_runs_is_not_rerun(tmp_path: Path, gated: tuple[Path, Gates]) -> None:
     study, gates = gated
     conductor = start_legato("run", "--resume", str(study), "-j", "2", cwd=tmp_path)

@@ -33,6 +33,7 @@ def test_csv_pages_with_stripped_values(numbers_csv):
     assert source.read(2500, 10) == []
     assert source.read(1200, 1) == [{"idx": "1200", "a": "2400", "b": "v1200"}]
     assert source.read(3, 0) == []
+    assert source.count() == 2500
     source.close()
 
 
@@ -118,6 +119,7 @@ def test_sqlite_table_ordered_by_primary_key_then_rowid(sqlite_db):
     assert plain.read(0, 3) == [{"name": "c", "v": "1"}, {"name": "a", "v": ""}, {"name": "b", "v": "3"}]
     by_name = open_rows(f"sqlite:///{sqlite_db}?table=plain", index="name")
     assert [row["name"] for row in by_name.read(0, 3)] == ["a", "b", "c"]
+    assert (keyed.count(), plain.count()) == (5, 3)
 
 
 def test_sequential_pages_of_a_keyed_table_start_after_the_last_key(sqlite_db):
@@ -147,6 +149,7 @@ def test_sqlite_query_ordered_by_index_or_first_column(sqlite_db):
     source = open_rows(f"sqlite:///{sqlite_db}?query={query}")
     assert source.columns == ["x", "name"]
     assert [row["name"] for row in source.read(1, 2)] == ["n3", "n4"]
+    assert source.count() == 4
     by_name = open_rows(f"sqlite:///{sqlite_db}?query={quote('SELECT name, k FROM keyed')}", index="name")
     assert by_name.read(4, 5) == [{"name": "n5", "k": "5"}]
 
@@ -191,6 +194,7 @@ def test_postgres_table_and_query_pages(pg_table):
     source = open_rows(f"{url}?query={query}", index="id")
     assert source.read(0, 2) == [{"PARAM1": "v2", "id": "2"}, {"PARAM1": "v4", "id": "4"}]
     assert len(source.read(100, 1000)) == 25
+    assert source.count() == 125
     source.close()
 
 

@@ -467,11 +467,13 @@ def _background(arguments: list[str], log: Path) -> Path:
     import time
 
     with open(log, "ab") as out:
+        offset = out.tell()
         process = subprocess.Popen([sys.executable, "-m", "legato", *arguments], stdin=subprocess.DEVNULL, stdout=out,
                                    stderr=out, start_new_session=True)
     time.sleep(0.3)
     if process.poll() not in (None, 0):
-        raise LegatoError(f"the background process stopped at once (exit {process.returncode}); see {log}")
+        error = _logged_error(log, offset)
+        raise LegatoError(error or f"the background process stopped at once (exit {process.returncode}); see {log}")
     return log
 
 

@@ -18,13 +18,16 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from legato import api, parameters
 from legato.errors import LegatoError
 from legato.spec import ResultFile, Spec, load_spec
 from legato.store import Store
 from legato.study import study_env
+
+if TYPE_CHECKING:
+    from legato.rows import RowSource
 
 LEDGER = "campaign.db"
 _SCHEMA = """
@@ -199,7 +202,7 @@ class Campaign:
         self.spec = load_spec(options.spec)
         self.result_files = _result_files(self.spec, options.result_files)
         self.name = folder.name
-        self.source = None
+        self.source: RowSource | None = None
         self.sink = None
         self.started = time.time()
         self.ran = 0
@@ -229,8 +232,9 @@ class Campaign:
 
     def _loop(self, retry_failed: bool) -> str | None:
         """Unfinished batches first, then retries, then new batches until the rows run out; why it stopped, if it did."""
-        if self.ledger.get("total_rows") is None and self.options.rows and "://" not in self.options.rows:
-            self.ledger.set(total_rows=_csv_rows(self.options.rows, self.options.max_rows))
+        if self.ledger.get("total_rows") is None and self.options.rows:
+            total = self._source().count()
+            self.ledger.set(total_rows=min(total, self.options.max_rows) if self.options.max_rows else total)
         for batch in self.ledger.batches(unfinished=True):
             if not self._process(batch):
                 return "cancelled"
@@ -368,14 +372,18 @@ class Campaign:
             return parameters.from_pgen(self.options.pgen, env, pargs)
         raise LegatoError("a campaign needs rows: --rows SOURCE or --pgen FILE")
 
-    def _rows_table(self, start: int, nrows: int) -> parameters.ParameterTable:
+    def _source(self) -> RowSource:
         from legato.rows import open_rows
 
         if self.source is None:
             self.source = open_rows(self.options.rows, self.options.index)
-        rows = self.source.read(start, nrows)
+        return self.source
+
+    def _rows_table(self, start: int, nrows: int) -> parameters.ParameterTable:
+        source = self._source()
+        rows = source.read(start, nrows)
         table = parameters.ParameterTable()
-        for column in self.source.columns:
+        for column in source.columns:
             if column != self.options.index:
                 table.add(column.strip().upper(), [row[column] for row in rows])
         if self.options.index:
@@ -490,21 +498,6 @@ def _failed_table(ledger: Ledger, number: int) -> parameters.ParameterTable:
         table.add(name, [values[name] for values in rows.values()])
     table.index = list(rows)
     return table
-
-
-def _csv_rows(path: str, limit: int | None) -> int:
-    """Data rows of a CSV file by counting lines in 1 MiB blocks: what status needs for an ETA."""
-    lines = 0
-    try:
-        with open(path, "rb") as stream:
-            while block := stream.read(1 << 20):
-                lines += block.count(b"\n")
-                last = block
-            lines += 0 if lines == 0 or last.endswith(b"\n") else 1
-    except OSError as exc:
-        raise LegatoError(f"{path}: cannot read the rows: {exc.strerror}") from None
-    rows = max(lines - 1, 0)
-    return min(rows, limit) if limit else rows
 
 
 def _study_state(study: Path) -> str | None:

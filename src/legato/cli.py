@@ -114,7 +114,7 @@ def run(spec, pgen, pargs, layout, fanout, out, dry, jobs, throttle, attempts, r
                         replace=replace, write_scripts=write_scripts)
     _print_plan(study)
     if dry:
-        click.echo(f"dry run: {study.total} instances prepared in {study.root}; nothing ran")
+        click.echo(f"dry run: {study.total} instance{'s' if study.total != 1 else ''} prepared in {study.root}; nothing ran")
         return
     _finish(api.execute(study.root, jobs=jobs, throttle=throttle, attempts=attempts, detach=detach,
                         cluster=_cluster(**cluster)))

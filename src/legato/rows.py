@@ -37,6 +37,10 @@ class RowSource(Protocol):
         """Rows [start, start + nrows) as column -> text; fewer (or none) past the end."""
         ...
 
+    def count(self) -> int:
+        """How many rows the source holds now: what ``legato status`` needs for a total and an ETA."""
+        ...
+
     def close(self) -> None:
         ...
 
@@ -93,6 +97,18 @@ class CsvRows:
                 break
             rows.append(dict(zip(self.columns, (value.strip() for value in record), strict=True)))
         return rows
+
+    def count(self) -> int:
+        """Lines after the header, counted in 1 MiB blocks (a quoted value spanning lines counts extra)."""
+        lines, last = 0, b"\n"
+        try:
+            with open(self.path, "rb") as stream:
+                while block := stream.read(1 << 20):
+                    lines += block.count(b"\n")
+                    last = block
+        except OSError as exc:
+            raise LegatoError(f"row source {self.path}: {exc.strerror}") from None
+        return max(lines + (not last.endswith(b"\n")) - 1, 0)
 
     def close(self) -> None:
         self._file.close()
@@ -188,6 +204,10 @@ class SqlRows:
             self._after = (start + len(found), tuple(found[-1][width:]))
         return [{name: "" if value is None else str(value) for name, value in zip(self.columns, row[:width])}
                 for row in found]
+
+    def count(self) -> int:
+        with connect(self._engine, self.where) as conn:
+            return run(conn, sa.select(sa.func.count()).select_from(self._select.subquery()), self.where).scalar_one()
 
     def close(self) -> None:
         self._engine.dispose()

@@ -213,13 +213,16 @@ def test_a_killed_conductor_leaves_its_instances_to_kill_leftovers(tmp_path: Pat
             pass
 
 
-def test_a_killed_conductors_worker_goes_at_once_and_starts_nothing(tmp_path: Path) -> None:
+def test_a_killed_conductors_worker_journals_its_instance_then_goes_and_starts_nothing(tmp_path: Path) -> None:
+    """The instance running when its conductor is killed -9 ends on its own later: it is journaled, nothing else runs."""
     journal = tmp_path / "journal"
     first, second = tmp_path / "i1", tmp_path / "i2"
     first.mkdir(), second.mkdir()
+    gate = tmp_path / "go"
     code = ("import time; from legato.execute.local import LocalExecutor, Started, Task; "
             f"e = LocalExecutor(1, tag='study', journal={str(journal)!r}); "
-            f"e.submit(Task(1, 'sleep 30', {str(first)!r}, {str(first / 'out')!r}, {str(first / 'err')!r})); "
+            f"e.submit(Task(1, 'until [ -e {gate} ]; do sleep 0.05; done', {str(first)!r}, {str(first / 'out')!r}, "
+            f"{str(first / 'err')!r})); "
             f"e.submit(Task(2, 'touch ran', {str(second)!r}, {str(second / 'out')!r}, {str(second / 'err')!r})); "
             "next(ev for ev in iter(lambda: e.poll(5), None) for ev in ev if isinstance(ev, Started)); "
             "print(e._workers[0].proc.pid, flush=True); time.sleep(60)")
@@ -227,11 +230,22 @@ def test_a_killed_conductors_worker_goes_at_once_and_starts_nothing(tmp_path: Pa
     worker = int(parent.stdout.readline())
     parent.kill()
     parent.wait()
+    time.sleep(0.5)
+    assert _running(worker)  # it waits for its instance
+    assert read_journal(str(journal)) == {}
+    gate.touch()
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{worker}").exists() and "Z" not in Path(f"/proc/{worker}/stat").read_text().split(")")[1][:3]:
+    while _running(worker):
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(0.5)
-    assert read_journal(str(journal)) == {}  # the running instance did not finish under a conductor
+    assert read_journal(str(journal)) == {1: 0}  # finished while no conductor watched
     assert not (second / "ran").exists()  # the queued instance never started
-    assert kill_leftovers(None, "study") == 1  # the orphaned instance is found by its tag
+    assert kill_leftovers(None, "study") == 0
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+    except FileNotFoundError:
+        return False

@@ -2,10 +2,11 @@
 
 Starting a fresh process per instance (fork + exec of bash) costs far more than the trivial
 instances of a big study, so ``slots`` bash workers are started once. Each reads one line per
-instance from its stdin, forks a *subshell* for it in its own process group (``set -m``), with
-the instance's folder, files and stdin from /dev/null, and reports ``s SEQ PID`` and
-``d SEQ STATUS`` on its stdout, a pipe only the conductor reads. Instances never see the
-command or report pipes, so nothing they print or read can be mistaken for protocol.
+instance from its stdin and forks a *subshell* for it in its own process group (``set -m``),
+with the instance's folder, files and stdin from /dev/null; ``s SEQ PID`` (from the subshell,
+before it runs the script) and ``d SEQ STATUS`` go to the worker's stdout, a pipe only the
+conductor reads. Instances never see the command or report pipes, so nothing they print or
+read can be mistaken for protocol.
 
 A worker holds up to ``QUEUE_DEPTH`` tasks (the running one included), so it starts the next
 instance the moment the previous one ends instead of idling through the conductor's round trip;
@@ -47,27 +48,30 @@ QUEUE_DEPTH = 3
 # instead of byte by byte. TEXT assigns _lg_k (sequence number), _lg_d (folder), _lg_o/_lg_e
 # (files), _lg_x (script) and LEGATO_TAG. All set-up happens in the worker before the fork: a
 # forked bash pays a page copy for every page it writes. @C@ is the fd of the cancel pipe, which
-# carries sequence numbers of queued tasks to skip. A done-report is held back while the next
-# payload is already waiting, so that it reaches the conductor with the next start-report.
-# The worker appends "KEY STATUS" to the journal (@J@, or /dev/null) as it reaps each instance,
-# before telling the conductor. When the conductor dies the kernel kills the worker at once
-# (an orphaned worker must never linger); its running instance, in its own process group,
-# is found by its tag and stopped by the next conductor, and rerun.
+# carries sequence numbers of queued tasks to skip. The instance runs as a foreground job (its
+# own process group, thanks to set -m) and reports its own start, with the done-reports the
+# worker held back, before it closes the report pipe: measured ~25% cheaper per instance than a
+# background job that the worker reports and waits for. A done-report is held back while the
+# next payload is already waiting, so that it reaches the conductor with the next start-report.
+# The worker appends "KEY STATUS" to the journal (@J@, or /dev/null) as it reaps each instance.
+# When the conductor dies the kernel sends the worker SIGTERM; bash runs the trap only once the
+# running instance has ended, so that instance is still journaled before the worker leaves.
 _WORKER = r"""
 set -m
-exec {_lg_j}>>@J@
+trap _lg_gone=1 TERM
+exec {_lg_j}>>@J@ {_lg_q}>&1
 _lg_skip=()
 _lg_r=
-while read -r _lg_n && IFS= read -r -N "$_lg_n" _lg_p; do
+_lg_gone=
+while [[ ! $_lg_gone ]] && read -r _lg_n && IFS= read -r -N "$_lg_n" _lg_p; do
     eval "$_lg_p"
     read -t 0 -u @C@ && while read -t 0 -u @C@ && read -r -u @C@ _lg_n; do _lg_skip[_lg_n]=1; done
     if [[ ${_lg_skip[_lg_k]-} ]]; then
         unset "_lg_skip[_lg_k]"
         _lg_r+="k $_lg_k"$'\n'
     elif cd -- "$_lg_d"; then
-        ( set +m; eval "$_lg_x" ) </dev/null >"$_lg_o" 2>"$_lg_e" @C@<&- {_lg_j}>&- &
-        echo "${_lg_r}s $_lg_k $!"
-        wait $!
+        ( set +m; echo "${_lg_r}s $_lg_k $BASHPID" >&$_lg_q; exec {_lg_q}>&-; eval "$_lg_x"
+        ) </dev/null >"$_lg_o" 2>"$_lg_e" @C@<&- {_lg_j}>&-
         _lg_s=$?
         echo "${LEGATO_TAG##*:} $_lg_s" >&$_lg_j
         _lg_r="d $_lg_k $_lg_s"$'\n'
@@ -574,12 +578,15 @@ def _spawn(bash: str, env: Mapping[str, str], journal: str) -> _Worker:
 
 
 def _die_with(parent: int) -> Callable[[], None]:
-    """Runs in the new worker: the kernel kills it when the conductor dies, even by SIGKILL."""
+    """Runs in the new worker: the kernel signals it when the conductor dies, even by SIGKILL.
+
+    SIGTERM, not SIGKILL: the worker's trap lets its running instance end and be journaled first.
+    """
     prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
     def arrange() -> None:
         if prctl is not None:
-            prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:
             os._exit(1)
 
