@@ -241,6 +241,8 @@ def test_cancel_terminates_what_runs_and_leaves_the_rest_for_a_resume(tmp_path: 
                               "cancelled": 1, "skipped": 0}
     assert outcome.summary()[0].startswith("cancelled in")
     assert outcome.summary()[-1] == f"continue with: legato run --resume {study}"
+    # a cancelled attempt was not the instance's doing: it keeps every try for the resume
+    assert rows(study, "SELECT attempts FROM instances WHERE state = 'cancelled'") == [(0,)]
     before = states(study)
     again = ScriptedExecutor()
     assert conduct(study, again).ok

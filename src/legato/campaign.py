@@ -319,8 +319,6 @@ class Campaign:
         Rows whose parameters a step does not tell apart share one instance (Maestro's rules), so
         each of those rows gets that instance's state and results under its own index.
         """
-        from legato.harvest import parse_results
-
         rows, members = [], []
         with Store.of_study(batch.study) as store:
             table, indexes = store.parameter_rows()
@@ -330,9 +328,7 @@ class Campaign:
             for _, instances in itertools.groupby(cursor, key=lambda record: record[0]):
                 for record, shared in _source_rows(list(instances), table):
                     step, label, _, workspace, state, rc, started, ended, reason, _ = record
-                    results: dict[str, object] = {}
-                    for declared in self.result_files.get(step, ()):
-                        results.update(parse_results(str(batch.study / workspace / declared.file), declared.format))
+                    results = self._results(batch.study / workspace, step)
                     for row in shared:
                         values = table[row] if row is not None else {}
                         index = None if row is None else indexes[row] if indexes else str(batch.start + row)
@@ -342,6 +338,15 @@ class Campaign:
                         kept = json.dumps(values) if state != "finished" and row is not None else None
                         members.append((batch.number, step, label, index, state, reason, workspace, kept))
         return rows, members
+
+    def _results(self, folder: Path, step: str) -> dict[str, object]:
+        """The declared result files of one instance, parsed and merged."""
+        from legato.harvest import parse_results
+
+        results: dict[str, object] = {}
+        for declared in self.result_files.get(step, ()):
+            results.update(parse_results(str(folder / declared.file), declared.format))
+        return results
 
     def _archive(self, batch: Batch) -> Batch:
         if self.options.no_archive:

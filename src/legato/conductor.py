@@ -267,9 +267,10 @@ class Conductor:
             self.attempts_done[id_] = attempts - 1  # queued, never started: it simply waits for a resume
             self._move(id_, PENDING)
             self._change(id_, state="pending", pid=None, jobid=None)
-        elif event.cancelled:
+        elif event.cancelled:  # not the instance's doing: the attempt does not count against -a
+            self.attempts_done[id_] = attempts - 1
             self._move(id_, CANCELLED)
-            self._change(id_, state="cancelled", reason="cancelled", **common)
+            self._change(id_, state="cancelled", reason="cancelled", **{**common, "attempts": attempts - 1})
         elif event.returncode == 0 and not event.timed_out:
             self._move(id_, FINISHED)
             self._change(id_, state="finished", reason=None, **common)
