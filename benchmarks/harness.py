@@ -209,6 +209,12 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else float("inf")
 
 
+def paired_ratio(numerator: Series, denominator: Series) -> float:
+    """The median over repetitions of numerator/denominator: each repetition runs both tools back to back,
+    so a machine that speeds up or slows down during the run shifts both sides of each ratio alike."""
+    return statistics.median(ratio(a.seconds, b.seconds) for a, b in zip(numerator.runs, denominator.runs, strict=True))
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 

@@ -203,15 +203,15 @@ def summary(args: argparse.Namespace, workloads: dict[str, Workload]) -> list[st
         lines.append(f"- {series.tool}: {series.instances / series.seconds:,.0f} instances/s on echo; "
                      f"{series.entries / max(series.instances, 1):.2f} files+folders per instance")
     if "legato" in echo and "maestro" in echo:
-        value = h.ratio(echo["maestro"].seconds, echo["legato"].seconds)
+        value = h.paired_ratio(echo["maestro"], echo["legato"])
         lines.append(f"- {h.verdict(value >= TARGET_ECHO_VS_MAESTRO)}: maestrowf/legato time on echo "
                      f">= {TARGET_ECHO_VS_MAESTRO:g}x: {value:.1f}x")
     if "legato" in echo and "floor" in echo:
-        value = h.ratio(echo["floor"].seconds, echo["legato"].seconds)
+        value = h.paired_ratio(echo["floor"], echo["legato"])
         lines.append(f"- {h.verdict(value >= TARGET_VS_FLOOR_RATE)}: legato rate / floor rate "
                      f">= {TARGET_VS_FLOOR_RATE:.0%}: {value:.0%}")
     if sleep and "legato" in sleep.series and "maestro" in sleep.series:
-        value = h.ratio(sleep.series["maestro"].seconds, sleep.series["legato"].seconds)
+        value = h.paired_ratio(sleep.series["maestro"], sleep.series["legato"])
         lines.append(f"- {h.verdict(value >= TARGET_SLEEP_VS_MAESTRO)}: maestrowf/legato time on sleeps "
                      f">= {TARGET_SLEEP_VS_MAESTRO:g}x: {value:.1f}x")
     if "big" in workloads:
@@ -225,6 +225,7 @@ def report(args: argparse.Namespace, workloads: dict[str, Workload]) -> str:
     rows = [row for workload in workloads.values() for row in h.series_rows(workload.name, workload.series.values())]
     notes = [
         f"Median of {args.repeat} repetitions; tools in turn within each repetition; tools measured: {', '.join(args.tools)}.",
+        "Ratios: the median of the per-repetition ratios (this machine's speed drifts during a run).",
         f"legato runs the sleeps with -j {args.sleep_jobs or args.sleeps}; maestrowf runs with -fg -s 1 -y.",
         (f"floor: {os.cpu_count()} long-lived bash shells (one per core), one subshell per instance, "
          "stdout/stderr to files in the instance folder, legato's folder layout."),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from legato.errors import LegatoError
+from legato.execute import local
 from legato.execute.local import Finished, LocalExecutor, Started, Task, kill_leftovers, read_journal
 
 
@@ -92,6 +93,25 @@ def test_many_trivial_tasks_each_finish_once(tmp_path: Path) -> None:
         done = run_all(executor, tasks)
     assert sorted(done) == list(range(1, 2001)) and all(d.returncode == 0 for d in done.values())
     assert (tmp_path / "i1234" / "v").read_text() == "1234\n"
+
+
+def test_workers_queue_more_of_short_tasks_than_of_long_ones(tmp_path: Path) -> None:
+    """Trivial instances deepen each worker's queue (the conductor may wait for a core); long ones make it shallow again."""
+    most_queued = []
+
+    def queued(executor: LocalExecutor, tasks: list[Task]) -> int:
+        pending, done = list(tasks), 0
+        while done < len(tasks):
+            while pending and executor.free_slots:
+                executor.submit(pending.pop(0))
+            most_queued.append(max(len(worker.jobs) for worker in executor._workers))
+            done += sum(isinstance(event, Finished) for event in executor.poll(5))
+        return max(most_queued[-len(tasks):])
+
+    with LocalExecutor(2) as executor:
+        assert queued(executor, [task(tmp_path, k, "true") for k in range(1, 400)]) > local.QUEUE_DEPTH
+        queued(executor, [task(tmp_path, k, "sleep 0.02") for k in range(400, 480)])  # learns they are long
+        assert queued(executor, [task(tmp_path, k, "sleep 0.02") for k in range(480, 500)]) <= local.QUEUE_DEPTH
 
 
 def test_tag_env_and_journal(tmp_path: Path) -> None:

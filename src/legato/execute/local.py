@@ -8,9 +8,12 @@ before it runs the script) and ``d SEQ STATUS`` go to the worker's stdout, a pip
 conductor reads. Instances never see the command or report pipes, so nothing they print or
 read can be mistaken for protocol.
 
-A worker holds up to ``QUEUE_DEPTH`` tasks (the running one included), so it starts the next
-instance the moment the previous one ends instead of idling through the conductor's round trip;
-the depth is kept small because a task queued behind a long one cannot move to an idle worker.
+A worker holds several tasks (the running one included), so it starts the next instance the
+moment the previous one ends instead of idling through the conductor's round trip. How many
+follows the instances' measured length: about ``QUEUED_SECONDS`` of work, between
+``QUEUE_DEPTH`` and ``MAX_DEPTH`` tasks. Trivial instances need a deep queue, or the workers
+drain it whenever the conductor waits for a core; long ones a shallow one, because a task
+queued behind a long one cannot move to an idle worker.
 A task is only queued behind one that takes at least as many slots, so the cores in use never
 exceed ``slots``. ``free_slots`` therefore answers "how big a task can be accepted now": the
 idle cores, or when none are idle, the room in a worker's queue.
@@ -42,7 +45,10 @@ from legato.errors import LegatoError
 
 GRACE_SECONDS = 2.0  # from SIGTERM to SIGKILL of an instance's process group
 QUEUE_DEPTH = 3
-"""Tasks a worker holds, the running one included (measured: 2 -> 3 gains ~10% on trivial instances)."""
+"""Tasks a worker holds at least, the running one included, and before any task has ended."""
+MAX_DEPTH = 32
+QUEUED_SECONDS = 0.02
+"""Work each worker should hold: a few of the kernel's time slices, which the conductor may wait for a core."""
 
 # One payload per task, framed as "LENGTH\nTEXT" (ASCII) so that bash reads it in one read()
 # instead of byte by byte. TEXT assigns _lg_k (sequence number), _lg_d (folder), _lg_o/_lg_e
@@ -184,7 +190,9 @@ class LocalExecutor:
         self._selector = selectors.DefaultSelector()
         self._workers: list[_Worker] = []
         self._idle: set[_Worker] = set()
-        self._single: set[_Worker] = set()  # running a task, room for more behind it (under QUEUE_DEPTH)
+        self._busy: set[_Worker] = set()  # running a task
+        self._depth = QUEUE_DEPTH
+        self._mean_seconds: float | None = None  # of the tasks that ended, weighted to the recent ones
         self._reserved = 0  # slots of the tasks the workers run now
         self._jobs: dict[int, _Job] = {}  # by sequence number
         self._by_key: dict[int, _Job] = {}
@@ -212,7 +220,7 @@ class LocalExecutor:
         idle = self.slots - self._reserved
         if idle > 0:
             return idle
-        return max((worker.jobs[-1].task.slots for worker in self._single), default=0)
+        return max((worker.jobs[-1].task.slots for worker in self._busy if len(worker.jobs) < self._depth), default=0)
 
     def submit(self, task: Task) -> None:
         if not 1 <= task.slots <= self.slots:
@@ -230,19 +238,16 @@ class LocalExecutor:
     def _place(self, slots: int) -> _Worker:
         if slots <= self.slots - self._reserved:
             return next(iter(self._idle))
-        room = [worker for worker in self._single if worker.jobs[-1].task.slots >= slots]
+        room = [worker for worker in self._busy if len(worker.jobs) < self._depth and worker.jobs[-1].task.slots >= slots]
         if room:
             return min(room, key=lambda worker: len(worker.jobs))  # the shortest queue: no worker idles early
         raise ValueError(f"no room for a task of {slots} slots (free_slots is {self.free_slots})")
 
     def _assign(self, worker: _Worker, job: _Job) -> None:
         job.worker = worker
-        if worker.jobs:
-            if len(worker.jobs) + 1 >= QUEUE_DEPTH:
-                self._single.discard(worker)
-        else:
+        if not worker.jobs:
             self._idle.discard(worker)
-            self._single.add(worker)
+            self._busy.add(worker)
             self._reserved += job.task.slots
         worker.jobs.append(job)
         self._send(worker, job.line)
@@ -367,12 +372,17 @@ class LocalExecutor:
         self._reserved -= job.task.slots
         if worker.jobs:
             self._reserved += worker.jobs[0].task.slots
-            if len(worker.jobs) < QUEUE_DEPTH:
-                self._single.add(worker)
         else:
-            self._single.discard(worker)
+            self._busy.discard(worker)
             self._idle.add(worker)
+        self._learn(now - job.started)
         self._report(job, returncode, now)
+
+    def _learn(self, seconds: float) -> None:
+        """Queue depth from the instances' recent length (a moving average over ~10 of them)."""
+        mean = seconds if self._mean_seconds is None else 0.9 * self._mean_seconds + 0.1 * seconds
+        self._mean_seconds = mean
+        self._depth = max(QUEUE_DEPTH, min(MAX_DEPTH, int(QUEUED_SECONDS / max(mean, 1e-6))))
 
     def _report(self, job: _Job, returncode: int, now: float) -> None:
         job.done = True
@@ -457,7 +467,7 @@ class LocalExecutor:
             self._reserved -= worker.jobs[0].task.slots
         worker.jobs.clear()
         self._idle.discard(worker)
-        self._single.discard(worker)
+        self._busy.discard(worker)
         worker.close()
 
     def close(self) -> None:
