@@ -258,6 +258,14 @@ def test_ledger_refuses_other_folders(tmp_path):
         Ledger(tmp_path)
 
 
+def test_a_ledger_of_another_format_is_refused(tmp_path):
+    Ledger(tmp_path, create=True).close()
+    with sqlite3.connect(tmp_path / "campaign.db") as db:
+        db.execute("PRAGMA user_version = 1")
+    with pytest.raises(LegatoError, match="ledger format 1, this legato reads format 2"):
+        Ledger(tmp_path)
+
+
 def test_a_campaign_killed_before_its_options_were_saved(tmp_path):
     Ledger(tmp_path, create=True).close()
     with pytest.raises(LegatoError, match="the campaign never started"):

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from legato.rows import RowSource
 
 LEDGER = "campaign.db"
+LEDGER_VERSION = 2
+"""SQLite's user_version of a ledger this code reads (2: one instances row per source row, failed_rows per batch)."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS batches (
@@ -131,9 +133,20 @@ class Ledger:
             self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
+            self._check_version(path)
             self.db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise LegatoError(f"{path}: cannot read the campaign ledger: {exc}") from None
+
+    def _check_version(self, path: Path) -> None:
+        """A new ledger gets this code's format; an existing one must have it (its tables would not fit)."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'batches'").fetchone():
+            self.db.execute(f"PRAGMA user_version = {LEDGER_VERSION}")
+        elif version != LEDGER_VERSION:
+            self.db.close()
+            raise LegatoError(f"{path}: ledger format {version}, this legato reads format {LEDGER_VERSION}; "
+                              "finish the campaign with the legato version that started it")
 
     def close(self) -> None:
         self.db.close()
