@@ -47,6 +47,8 @@ GRACE_SECONDS = 2.0  # from SIGTERM to SIGKILL of an instance's process group
 QUEUE_DEPTH = 3
 """Tasks a worker holds at least, the running one included, and before any task has ended."""
 MAX_DEPTH = 32
+COALESCE_SECONDS = 0.005
+"""How long poll() lets reports gather while every worker has work queued (then it needs no prompt answer)."""
 QUEUED_SECONDS = 0.02
 """Work each worker should hold: a few of the kernel's time slices, which the conductor may wait for a core."""
 
@@ -317,6 +319,8 @@ class LocalExecutor:
         Returns at once with nothing when no task is in flight, as nothing could come.
         """
         end = None if timeout is None else time.monotonic() + timeout
+        if self._stocked():
+            time.sleep(COALESCE_SECONDS)  # let reports gather: one wake-up handles many
         while True:
             for key, _ in self._selector.select(self._wait_time(end)):
                 if key.fd == key.data.reports:
@@ -327,6 +331,10 @@ class LocalExecutor:
             if self._events or not self._jobs or (end is not None and time.monotonic() >= end):
                 events, self._events = self._events, []
                 return events
+
+    def _stocked(self) -> bool:
+        """Every worker has work queued behind its running task: nothing starves while the conductor waits."""
+        return bool(self._workers) and all(len(worker.jobs) > 2 for worker in self._workers)
 
     def _wait_time(self, end: float | None) -> float | None:
         if self._events or not self._jobs:
