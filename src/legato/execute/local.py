@@ -58,8 +58,8 @@ QUEUED_SECONDS = 0.02
 # forked bash pays a page copy for every page it writes. @C@ is the fd of the cancel pipe, which
 # carries sequence numbers of queued tasks to skip. The instance runs as a foreground job (its
 # own process group, thanks to set -m) and reports its own start, with the done-reports the
-# worker held back, before it closes the report pipe: measured ~25% cheaper per instance than a
-# background job that the worker reports and waits for. A done-report is held back while the
+# worker held back, before it closes the report pipe; a background job would cost the worker a
+# job-table entry and a "Done" notice per instance. A done-report is held back while the
 # next payload is already waiting, so that it reaches the conductor with the next start-report.
 # The worker appends "KEY STATUS" to the journal (@J@, or /dev/null) as it reaps each instance.
 # When the conductor dies the kernel sends the worker SIGTERM; bash runs the trap only once the
