@@ -394,6 +394,7 @@ class Campaign:
         from legato.rows import open_rows
 
         if self.source is None:
+            assert self.options.rows is not None, "only a campaign over --rows has a row source"
             self.source = open_rows(self.options.rows, self.options.index)
         return self.source
 
@@ -489,7 +490,8 @@ class Campaign:
 def _source_rows(instances: list[tuple], table: list[dict[str, str]]) -> Iterator[tuple[tuple, list[int | None]]]:
     """Each instance of one step with the table rows it stands for (``[None]``: an unparameterized step)."""
     if instances[0][-1] is None:
-        yield from ((record, [None]) for record in instances)
+        for record in instances:
+            yield record, [None]
         return
     names = list(json.loads(instances[0][-1]))
     shared: dict[tuple, list[int | None]] = {}
