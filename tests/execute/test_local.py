@@ -210,18 +210,25 @@ def test_bad_input_is_a_legato_error(tmp_path: Path) -> None:
         LocalExecutor(0)
 
 
+def killed_conductor(setup: str, report: str) -> int:
+    """Run ``setup`` (making executor ``e``) in a child conductor, wait for the first start, print
+    ``report`` (``started`` is that event), then kill -9 the conductor; returns what it printed."""
+    code = ("import time; from legato.execute.local import LocalExecutor, Started, Task; " + setup +
+            "started = next(ev for ev in iter(lambda: e.poll(5), None) for ev in ev if isinstance(ev, Started)); "
+            f"print({report}, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    value = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    return value
+
+
 def test_a_killed_conductor_leaves_its_instances_to_kill_leftovers(tmp_path: Path) -> None:
     folder = tmp_path / "i1"
     folder.mkdir()
-    code = ("import time; from legato.execute.local import LocalExecutor, Started, Task; "
-            "e = LocalExecutor(1, tag='study'); "
-            f"e.submit(Task(1, 'sleep 30', {str(folder)!r}, {str(folder / 'out')!r}, {str(folder / 'err')!r})); "
-            "pid = next(ev.pid for ev in iter(lambda: e.poll(5), None) for ev in ev if isinstance(ev, Started)); "
-            "print(pid, flush=True); time.sleep(60)")
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    pid = int(parent.stdout.readline())
-    parent.kill()
-    parent.wait()
+    pid = killed_conductor("e = LocalExecutor(1, tag='study'); "
+                           f"e.submit(Task(1, 'sleep 30', {str(folder)!r}, {str(folder / 'out')!r}, "
+                           f"{str(folder / 'err')!r})); ", "started.pid")
     try:
         assert Path(f"/proc/{pid}").exists()
         assert kill_leftovers([pid], "someone-else") == 0 and Path(f"/proc/{pid}").exists()
@@ -239,17 +246,12 @@ def test_a_killed_conductors_worker_journals_its_instance_then_goes_and_starts_n
     first, second = tmp_path / "i1", tmp_path / "i2"
     first.mkdir(), second.mkdir()
     gate = tmp_path / "go"
-    code = ("import time; from legato.execute.local import LocalExecutor, Started, Task; "
-            f"e = LocalExecutor(1, tag='study', journal={str(journal)!r}); "
-            f"e.submit(Task(1, 'until [ -e {gate} ]; do sleep 0.05; done', {str(first)!r}, {str(first / 'out')!r}, "
-            f"{str(first / 'err')!r})); "
-            f"e.submit(Task(2, 'touch ran', {str(second)!r}, {str(second / 'out')!r}, {str(second / 'err')!r})); "
-            "next(ev for ev in iter(lambda: e.poll(5), None) for ev in ev if isinstance(ev, Started)); "
-            "print(e._workers[0].proc.pid, flush=True); time.sleep(60)")
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    worker = int(parent.stdout.readline())
-    parent.kill()
-    parent.wait()
+    worker = killed_conductor(
+        f"e = LocalExecutor(1, tag='study', journal={str(journal)!r}); "
+        f"e.submit(Task(1, 'until [ -e {gate} ]; do sleep 0.05; done', {str(first)!r}, {str(first / 'out')!r}, "
+        f"{str(first / 'err')!r})); "
+        f"e.submit(Task(2, 'touch ran', {str(second)!r}, {str(second / 'out')!r}, {str(second / 'err')!r})); ",
+        "e._workers[0].proc.pid")
     time.sleep(0.5)
     assert _running(worker)  # it waits for its instance
     assert read_journal(str(journal)) == {}
