@@ -369,7 +369,7 @@ def test_kill_while_a_slow_step_runs_then_resume(sample_dir, moment):
         assert not alive(orphan)
     finally:
         if alive(orphan):  # do not leave it sleeping after the test
-            os.killpg(orphan, signal.SIGKILL)
+            os.kill(orphan, signal.SIGKILL)
 
 
 def test_kill_after_a_retry_batch_then_plain_resume(sample_dir):

@@ -309,7 +309,7 @@ def test_cancel_without_a_conductor_keeps_finished_work(tmp_path: Path, gated) -
     with Store.of_study(study) as store:  # a killed conductor's last record, and what ended after it
         store.update_many([{"id": key["s/P.1"], "state": "running"}, {"id": key["s/P.2"], "state": "running"}])
         store.set_meta(state="running", tag="no-such-tag")
-    (study / api.JOURNAL_NAME).write_text(f"{key['s/P.1']} 0\n{key['s/P.2']} 1\n")
+    (study / api.JOURNAL_NAME).write_text(f"d {key['s/P.1']} 1.5 0\nd {key['s/P.2']} 1.5 1\n")
     assert api.cancel(study).startswith("no conductor was running")
     found = states(study)
     assert found["s/P.1"] == "finished" and found["s/P.2"] == "cancelled"

@@ -348,8 +348,9 @@ JOURNAL_NAME = ".journal"
 def _recover_finished(store: Store) -> None:
     """Instances that finished after the last store write of a killed conductor are not run again.
 
-    Each instance appends ``ID STATUS`` to the study's journal as it exits; the store learns
-    of those that succeeded here, then the journal starts afresh.
+    The study's journal has the end of every instance the executor learned of, and of those it
+    had yet to learn of when it was killed; the store learns of those that succeeded here, then
+    the journal starts afresh.
     """
     from legato.execute.local import read_journal
 

@@ -213,7 +213,7 @@ def test_bad_input_is_a_legato_error(tmp_path: Path) -> None:
 def killed_conductor(setup: str, report: str) -> int:
     """Run ``setup`` (making executor ``e``) in a child conductor, wait for the first start, print
     ``report`` (``started`` is that event), then kill -9 the conductor; returns what it printed."""
-    code = ("import time; from legato.execute.local import LocalExecutor, Started, Task; " + setup +
+    code = ("import os, time; from legato.execute.local import LocalExecutor, Started, Task; " + setup +
             "started = next(ev for ev in iter(lambda: e.poll(5), None) for ev in ev if isinstance(ev, Started)); "
             f"print({report}, flush=True); time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
@@ -226,9 +226,11 @@ def killed_conductor(setup: str, report: str) -> int:
 def test_a_killed_conductor_leaves_its_instances_to_kill_leftovers(tmp_path: Path) -> None:
     folder = tmp_path / "i1"
     folder.mkdir()
+    marker = folder / "running"
     pid = killed_conductor("e = LocalExecutor(1, tag='study'); "
-                           f"e.submit(Task(1, 'sleep 30', {str(folder)!r}, {str(folder / 'out')!r}, "
-                           f"{str(folder / 'err')!r})); ", "started.pid")
+                           f"e.submit(Task(1, 'touch running; sleep 30', {str(folder)!r}, {str(folder / 'out')!r}, "
+                           f"{str(folder / 'err')!r})); ",
+                           f"next(started.pid for _ in iter(lambda: time.sleep(0.01), 1) if os.path.exists({str(marker)!r}))")
     try:
         assert Path(f"/proc/{pid}").exists()
         assert kill_leftovers([pid], "someone-else") == 0 and Path(f"/proc/{pid}").exists()
@@ -271,3 +273,37 @@ def _running(pid: int) -> bool:
         return "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
     except FileNotFoundError:
         return False
+
+
+def test_a_signal_meant_for_an_ended_task_does_not_fail_the_next(tmp_path: Path) -> None:
+    """Tasks share their worker's process group: a signal sent for a task that has just ended
+    reaches the next one, which then runs again instead of failing."""
+    with LocalExecutor(1) as executor:
+        executor.submit(task(tmp_path, 1, "true"))
+        executor.submit(task(tmp_path, 2, "touch started; sleep 1; touch finished"))
+        executor._send_outbox()  # what poll() does first, without reading any report
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "i2" / "started").exists():  # the worker runs 2; the executor still thinks 1 runs
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        executor.cancel([1])
+        done: dict[int, Finished] = {}
+        while len(done) < 2:
+            done.update({e.key: e for e in executor.poll(5) if isinstance(e, Finished)})
+    assert done[1].returncode == 0
+    assert done[2].returncode == 0 and not done[2].cancelled and (tmp_path / "i2" / "finished").exists()
+
+
+def test_a_worker_started_just_now_takes_a_cancel(tmp_path: Path) -> None:
+    """A cancel can reach a worker before its traps are set; it waits for them rather than killing it."""
+    for attempt in range(5):
+        folder = tmp_path / str(attempt)
+        folder.mkdir()
+        with LocalExecutor(1) as executor:
+            executor.submit(task(folder, 1, "true"))
+            executor.submit(task(folder, 2, "touch ran"))
+            executor.cancel([2])
+            done: dict[int, Finished] = {}
+            while len(done) < 2:
+                done.update({e.key: e for e in executor.poll(5) if isinstance(e, Finished)})
+        assert done[1].returncode == 0 and done[2].cancelled and not (folder / "i2" / "ran").exists()

@@ -1,12 +1,28 @@
 """The parallel local executor: long-lived bash workers, one forked subshell per instance.
 
 Starting a fresh process per instance (fork + exec of bash) costs far more than the trivial
-instances of a big study, so ``slots`` bash workers are started once. Each reads one line per
-instance from its stdin and forks a *subshell* for it in its own process group (``set -m``),
-with the instance's folder, files and stdin from /dev/null; ``s SEQ PID`` (from the subshell,
-before it runs the script) and ``d SEQ STATUS`` go to the worker's stdout, a pipe only the
-conductor reads. Instances never see the command or report pipes, so nothing they print or
-read can be mistaken for protocol.
+instances of a big study, so ``slots`` bash workers are started once. The conductor sends each
+worker one framed command per instance, written out in full with the instance's folder, files
+and script as literal words: bash runs a command it is given faster than one it assembles from
+variables. The command forks a *subshell* for the instance, with the instance's folder, files
+and stdin from /dev/null, then reports ``d KEY TIME STATUS`` on the worker's stdout, a socket
+only the conductor reads. Instances never see the command, report or cancel descriptors, so
+nothing they print or read can be mistaken for protocol.
+
+The journal is what a resumed conductor learns from when its predecessor was killed before
+recording some finished instances in the store: every report, appended by the conductor before
+it takes the report off the socket (it peeks first). Reports still on the socket when the
+conductor dies are not lost: the worker holds the socket's other end too, and appends what is
+left there to the journal before it goes.
+
+Each worker is a process group of its own, and an instance runs in its worker's group: a
+signal to that group ends the instance and everything it started while the worker, which traps
+SIGTERM, carries on. That spares every instance a process group of its own (``set -m``) and a
+report of its pid, which together cost a trivial instance a fifth of its time. An instance
+with a walltime does get both, so that its timer can only ever kill that instance. A worker
+starts the next instance only after reporting the previous one, so the conductor knows which
+one a signal reaches; should one ever end by a signal meant for the instance before it, it
+runs again.
 
 A worker holds several tasks (the running one included), so it starts the next instance the
 moment the previous one ends instead of idling through the conductor's round trip. How many
@@ -19,19 +35,22 @@ exceed ``slots``. ``free_slots`` therefore answers "how big a task can be accept
 idle cores, or when none are idle, the room in a worker's queue.
 
 Workers go with the conductor (PR_SET_PDEATHSIG on Linux, EOF on their stdin elsewhere): an
-idle one at once, a busy one when its instance ends, after journaling it. Instances already
+idle one at once, a busy one when its instance has ended and been journaled. Instances already
 running are left alone and recognised later by their LEGATO_TAG.
 """
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import heapq
 import os
 import re
+import select
 import selectors
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -52,44 +71,41 @@ COALESCE_SECONDS = 0.005
 QUEUED_SECONDS = 0.02
 """Work each worker should hold: a few of the kernel's time slices, which the conductor may wait for a core."""
 
-# One payload per task, framed as "LENGTH\nTEXT" (ASCII) so that bash reads it in one read()
-# instead of byte by byte. TEXT assigns _lg_k (sequence number), _lg_d (folder), _lg_o/_lg_e
-# (files), _lg_x (script) and LEGATO_TAG. All set-up happens in the worker before the fork: a
-# forked bash pays a page copy for every page it writes. @C@ is the fd of the cancel pipe, which
-# carries sequence numbers of queued tasks to skip. The instance runs as a foreground job (its
-# own process group, thanks to set -m) and reports its own start, with the done-reports the
-# worker held back, before it closes the report pipe; a background job would cost the worker a
-# job-table entry and a "Done" notice per instance. A done-report is held back while the
-# next payload is already waiting, so that it reaches the conductor with the next start-report.
-# The worker appends "KEY STATUS" to the journal (@J@, or /dev/null) as it reaps each instance.
-# When the conductor dies the kernel sends the worker SIGTERM; bash runs the trap only once the
-# running instance has ended, so that instance is still journaled before the worker leaves.
+# The worker reads frames "LENGTH(8 digits)TEXT" (bash's read -N takes each in one read()) and
+# evaluates TEXT, the command that _command() writes for one task. Descriptor 8 is the
+# conductor's end of the report socket, 9 the cancel pipe, which carries the keys of queued
+# tasks to skip; SIGUSR1 says that some are waiting, so a worker looks at the pipe only then.
+# SIGHUP comes from the kernel when the conductor dies: bash runs the trap once the running
+# instance has ended and reported, and the worker starts nothing more but moves the reports
+# nobody read to the journal. SIGTERM to the worker's process group is for its instance; the
+# worker itself ignores it. "r" says the traps are set: until then SIGUSR1 would kill it.
 _WORKER = r"""
-set -m
-trap _lg_gone=1 TERM
-exec {_lg_j}>>@J@ {_lg_q}>&1
 _lg_skip=()
-_lg_r=
 _lg_gone=
-while [[ ! $_lg_gone ]] && read -r _lg_n && IFS= read -r -N "$_lg_n" _lg_p; do
+_lg_c=
+_lg_cancels() { _lg_c=; while read -t 0 -u 9 && read -r -u 9 _lg_n; do _lg_skip[_lg_n]=1; done; }
+@FDS@
+trap _lg_gone=1 HUP
+trap : TERM
+trap _lg_c=1 USR1
+echo r
+while [[ ! $_lg_gone ]] && IFS= read -r -N 8 _lg_n && IFS= read -r -N "$_lg_n" _lg_p; do
+    [[ $_lg_c ]] && _lg_cancels
     eval "$_lg_p"
-    read -t 0 -u @C@ && while read -t 0 -u @C@ && read -r -u @C@ _lg_n; do _lg_skip[_lg_n]=1; done
-    if [[ ${_lg_skip[_lg_k]-} ]]; then
-        unset "_lg_skip[_lg_k]"
-        _lg_r+="k $_lg_k"$'\n'
-    elif cd -- "$_lg_d"; then
-        ( set +m; echo "${_lg_r}s $_lg_k $BASHPID" >&$_lg_q; exec {_lg_q}>&-; eval "$_lg_x"
-        ) </dev/null >"$_lg_o" 2>"$_lg_e" @C@<&- {_lg_j}>&-
-        _lg_s=$?
-        echo "${LEGATO_TAG##*:} $_lg_s" >&$_lg_j
-        _lg_r="d $_lg_k $_lg_s"$'\n'
-    else
-        _lg_r+="c $_lg_k"$'\n'
-    fi
-    read -t 0 || { echo -n "$_lg_r"; _lg_r=; }
 done
-echo -n "$_lg_r"
+while read -t 0 -u 8 && IFS= read -r -u 8 _lg_p; do echo "$_lg_p"; done >>@J@
 """
+_FRAME = b"%8d"
+# One task's command. It reports "d KEY TIME STATUS" when the instance has ended, "k KEY TIME"
+# when it was skipped and "c KEY TIME" when its folder cannot be entered; TIME is the worker's
+# clock, so the conductor knows when the next task started, however late it reads. An instance
+# with a walltime runs in a process group of its own (set -m) and reports "s KEY PID" before
+# its script starts, so that the timer signals exactly that group.
+_COMMAND = ("if [[ ${{_lg_skip[{key}]-}} ]]; then unset '_lg_skip[{key}]'; echo \"k {key} $EPOCHREALTIME\"; "
+            "elif cd -- {cwd}; then {body}; else echo \"c {key} $EPOCHREALTIME\"; fi")
+_PLAIN_BODY = "( LEGATO_TAG={tag}; eval {script} ) </dev/null >{stdout} 2>{stderr} 8<&- 9<&-; echo \"d {key} $EPOCHREALTIME $?\""
+_GROUPED_BODY = ("set -m; ( set +m; echo \"s {key} $BASHPID\"; exec </dev/null >{stdout} 2>{stderr} 8<&- 9<&- || exit 1; "
+                 "LEGATO_TAG={tag}; eval {script} ); _lg_s=$?; set +m; echo \"d {key} $EPOCHREALTIME $_lg_s\"")
 
 _SIGNALS = frozenset(int(s) for s in signal.valid_signals())
 _PLAIN = re.compile(r"[ -&(-~]*")  # printable ASCII but the single quote
@@ -134,37 +150,47 @@ class Finished:
 class _Job:
     seq: int
     task: Task
-    line: bytes
     worker: _Worker
+    sent: float  # when its command went to the worker
     script_file: str | None = None
-    pid: int = 0
+    pid: int = 0  # the process group it runs in, once started
     started: float = 0.0
     done: bool = False
     signalled: bool = False
     timed_out: bool = False
     cancelled: bool = False
 
+    @property
+    def grouped(self) -> bool:
+        """A walltime puts the instance in a process group of its own, which reports its pid."""
+        return self.task.walltime is not None and self.task.walltime > 0
+
 
 class _Worker:
-    """One bash process: commands in on stdin, reports out on stdout, skips in on a third pipe."""
+    """One bash process: commands in on stdin, reports out on a socket, skips in on a pipe."""
 
-    __slots__ = ("proc", "commands", "reports", "cancels", "jobs", "unread", "unsent")
+    __slots__ = ("proc", "pid", "commands", "socket", "reports", "cancels", "jobs", "unread", "unsent",
+                 "signalled_at", "ready")
 
-    def __init__(self, proc: subprocess.Popen, cancels: int) -> None:
+    def __init__(self, proc: subprocess.Popen, reports: socket.socket, cancels: int) -> None:
         self.proc = proc
+        self.pid = proc.pid  # also its process group, which its ungrouped instances share
         self.commands = proc.stdin.fileno()
-        self.reports = proc.stdout.fileno()
+        self.socket = reports
+        self.reports = reports.fileno()
         self.cancels = cancels
         self.jobs: deque[_Job] = deque()  # the running (or starting) task first
         self.unread = b""
         self.unsent = bytearray()
+        self.signalled_at = 0.0  # when the conductor last signalled this worker's group
+        self.ready = False  # its traps are set
         os.set_blocking(self.commands, False)
 
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            pipe.close()
+        self.proc.stdin.close()
+        self.socket.close()
         os.close(self.cancels)
 
 
@@ -173,8 +199,8 @@ class LocalExecutor:
 
     def __init__(self, slots: int, env: Mapping[str, str] | None = None, tag: str = "", *,
                  grace: float = GRACE_SECONDS, journal: str | None = None) -> None:
-        """``journal``: a file the workers append ``KEY STATUS`` to as each instance ends, also
-        after the conductor was killed, so that a resumed one learns of it (``read_journal``)."""
+        """``journal``: a file that gets every instance's end, also when the conductor is killed
+        before it learns of it, so that a resumed one does (``read_journal``)."""
         if slots < 1:
             raise LegatoError(f"the number of parallel jobs must be at least 1, not {slots}")
         self.slots = slots
@@ -182,12 +208,10 @@ class LocalExecutor:
         self._grace = grace
         self._bash = _find_bash()
         self._env = {**os.environ, **(env or {}), "LEGATO_TAG": f"{tag}:"}
-        self._tag_prefix = " LEGATO_TAG=" + _quote(f"{tag}:")
-        if journal:
-            try:
-                open(journal, "ab").close()
-            except OSError as error:
-                raise LegatoError(f"{journal}: cannot write the journal: {error.strerror}") from None
+        try:
+            self._journal_fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if journal else None
+        except OSError as error:
+            raise LegatoError(f"{journal}: cannot write the journal: {error.strerror}") from None
         self._journal = _quote(journal or os.devnull)
         self._selector = selectors.DefaultSelector()
         self._workers: list[_Worker] = []
@@ -196,9 +220,10 @@ class LocalExecutor:
         self._depth = QUEUE_DEPTH
         self._mean_seconds: float | None = None  # of the tasks that ended, weighted to the recent ones
         self._reserved = 0  # slots of the tasks the workers run now
-        self._jobs: dict[int, _Job] = {}  # by sequence number
-        self._by_key: dict[int, _Job] = {}
+        self._jobs: dict[int, _Job] = {}  # by key
         self._events: list[Started | Finished] = []
+        self._doomed: list[_Job] = []  # cancelled tasks that may have started before their worker knew
+        self._outbox: list[_Worker] = []  # workers with commands to send
         self._timers: list[tuple[float, int, str, _Job]] = []
         self._seq = 0
         self._scripts_dir: str | None = None
@@ -227,15 +252,14 @@ class LocalExecutor:
     def submit(self, task: Task) -> None:
         if not 1 <= task.slots <= self.slots:
             raise LegatoError(f"instance {task.key} needs {task.slots} slots; this run has {self.slots} (--jobs)")
-        if task.key in self._by_key:
+        if task.key in self._jobs:
             raise ValueError(f"task {task.key} is already submitted")
         worker = self._place(task.slots)
         self._seq += 1
-        job = _Job(self._seq, task, b"", worker)
-        job.line = self._line(job)
-        self._jobs[job.seq] = job
-        self._by_key[task.key] = job
-        self._assign(worker, job)
+        job = _Job(self._seq, task, worker, 0.0)
+        command = self._command(job)
+        self._jobs[task.key] = job
+        self._assign(worker, job, command)
 
     def _place(self, slots: int) -> _Worker:
         if slots <= self.slots - self._reserved:
@@ -245,23 +269,28 @@ class LocalExecutor:
             return min(room, key=lambda worker: len(worker.jobs))  # the shortest queue: no worker idles early
         raise ValueError(f"no room for a task of {slots} slots (free_slots is {self.free_slots})")
 
-    def _assign(self, worker: _Worker, job: _Job) -> None:
+    def _assign(self, worker: _Worker, job: _Job, command: bytes) -> None:
+        """Queue a task on a worker; at the head of an idle one it starts at once."""
         job.worker = worker
-        if not worker.jobs:
+        worker.jobs.append(job)
+        job.sent = time.time()
+        self._send(worker, command)
+        if len(worker.jobs) == 1:
             self._idle.discard(worker)
             self._busy.add(worker)
             self._reserved += job.task.slots
-        worker.jobs.append(job)
-        self._send(worker, job.line)
+            self._running(job, job.sent)
 
-    def _line(self, job: _Job) -> bytes:
-        """The worker's framed payload for one task."""
+    def _command(self, job: _Job) -> bytes:
+        """The worker's framed command for one task: every value a quoted literal."""
         task = job.task
         cwd = task.cwd if task.cwd.startswith("/") else os.path.abspath(task.cwd)
-        text = (f"_lg_k={job.seq} _lg_d={_quote(cwd)} _lg_o={_quote(_within(task.stdout, task.cwd))}"
-                f" _lg_e={_quote(_within(task.stderr, task.cwd))} _lg_x={_quote(self._script(job))}"
-                f"{self._tag_prefix}{task.key}")
-        return f"{len(text)}\n{text}".encode("ascii")
+        body = _GROUPED_BODY if job.grouped else _PLAIN_BODY
+        text = _COMMAND.format(key=task.key, cwd=_quote(cwd), body=body.format(
+            key=task.key, tag=_quote(f"{self.tag}:{task.key}"), script=_quote(self._script(job)),
+            stdout=_quote(_within(task.stdout, task.cwd)), stderr=_quote(_within(task.stderr, task.cwd))))
+        data = text.encode("ascii")
+        return _FRAME % len(data) + data
 
     def _script(self, job: _Job) -> str:
         """Bash scripts run in the subshell itself; others, and bash scripts that use ``$$``
@@ -287,30 +316,28 @@ class LocalExecutor:
         return script
 
     def _send(self, worker: _Worker, data: bytes) -> None:
-        """Writes without blocking: a worker busy with a long instance reads its queue late."""
-        if worker.unsent:
-            worker.unsent += data
-            return
-        try:
-            written = os.write(worker.commands, data)
-        except BlockingIOError:
-            written = 0
-        except BrokenPipeError:
-            return  # the worker is gone; its EOF on the report pipe resubmits the task
-        if written < len(data):
-            worker.unsent += data[written:]
-            self._selector.register(worker.commands, selectors.EVENT_WRITE, worker)
+        """Commands wait for the next poll(), which sends each worker its new ones in one write."""
+        if not worker.unsent and worker not in self._outbox:
+            self._outbox.append(worker)
+        worker.unsent += data
 
-    def _flush(self, worker: _Worker) -> None:
+    def _send_outbox(self) -> None:
+        """Writes without blocking: a worker busy with a long instance reads its queue late."""
+        for worker in self._outbox:
+            if worker.unsent and not self._flush(worker):
+                self._selector.register(worker.commands, selectors.EVENT_WRITE, worker)
+        self._outbox.clear()
+
+    def _flush(self, worker: _Worker) -> bool:
+        """Whether all of the worker's unsent commands are written now."""
         try:
             written = os.write(worker.commands, worker.unsent)
         except BlockingIOError:
-            return
+            return False
         except BrokenPipeError:
-            written = len(worker.unsent)
+            written = len(worker.unsent)  # the worker is gone; its EOF on the report socket resubmits its tasks
         del worker.unsent[:written]
-        if not worker.unsent:
-            self._selector.unregister(worker.commands)
+        return not worker.unsent
 
     # -- events ---------------------------------------------------------------------------------
     def poll(self, timeout: float | None) -> list[Started | Finished]:
@@ -319,15 +346,17 @@ class LocalExecutor:
         Returns at once with nothing when no task is in flight, as nothing could come.
         """
         end = None if timeout is None else time.monotonic() + timeout
+        self._send_outbox()
         if self._stocked():
             time.sleep(COALESCE_SECONDS)  # let reports gather: one wake-up handles many
         while True:
             for key, _ in self._selector.select(self._wait_time(end)):
                 if key.fd == key.data.reports:
                     self._read(key.data)
-                else:
-                    self._flush(key.data)
+                elif self._flush(key.data):
+                    self._selector.unregister(key.fd)
             self._fire_timers()
+            self._send_outbox()  # the tasks of lost workers and reruns
             if self._events or not self._jobs or (end is not None and time.monotonic() >= end):
                 events, self._events = self._events, []
                 return events
@@ -347,30 +376,50 @@ class LocalExecutor:
         return max(0.0, wake - time.monotonic())
 
     def _read(self, worker: _Worker) -> None:
-        data = os.read(worker.reports, 65536)
+        data = worker.socket.recv(65536, socket.MSG_PEEK)
         if not data:
             self._lost(worker)
             return
+        if self._journal_fd is not None:
+            os.write(self._journal_fd, data)  # before the report leaves the socket: a kill -9 loses none
+        worker.socket.recv(len(data))
         lines = (worker.unread + data).split(b"\n")
         worker.unread = lines.pop()
-        now = time.time()
         for line in lines:
-            kind, seq, *rest = line.split()
-            job = self._jobs[int(seq)]
+            if line == b"r":
+                worker.ready = True
+                continue
+            kind, key, value, *status = line.split()
+            job = self._jobs[int(key)]
             if kind == b"s":
-                self._on_start(job, int(rest[0]), now)
+                self._own_group(job, int(value))
             elif kind == b"d":
-                self._finish(job, _returncode(int(rest[0])), now)
+                self._finish(job, _returncode(int(status[0])), float(value))
             else:  # k: skipped, cancelled while queued; c: its folder could not be entered
-                job.started = now
-                self._finish(job, -signal.SIGTERM if kind == b"k" else 1, now)
+                job.started = job.started or float(value)
+                if kind == b"k":
+                    job.pid = 0
+                self._finish(job, -signal.SIGTERM if kind == b"k" else 1, float(value))
+        for job in self._doomed:
+            if not job.done:
+                self._terminate(job)
+        self._doomed.clear()
 
-    def _on_start(self, job: _Job, pid: int, now: float) -> None:
-        job.pid, job.started = pid, now
-        self._events.append(Started(job.task.key, pid, now))
+    def _running(self, job: _Job, now: float) -> None:
+        """A task at the head of its worker's queue runs from now on (a grouped one once it says so)."""
+        if job.grouped:
+            return
+        job.pid, job.started = job.worker.pid, now
+        self._events.append(Started(job.task.key, job.pid, now))
+        if job.cancelled:
+            self._doomed.append(job)  # unless the worker skipped it: the rest of the reports may say so
+
+    def _own_group(self, job: _Job, pid: int) -> None:
+        job.pid, job.started = pid, time.time()
+        self._events.append(Started(job.task.key, pid, job.started))
         if job.cancelled:
             self._terminate(job)
-        elif job.task.walltime is not None and job.task.walltime > 0:
+        else:
             self._timer(time.monotonic() + job.task.walltime, "walltime", job)
 
     def _finish(self, job: _Job, returncode: int, now: float) -> None:
@@ -383,8 +432,24 @@ class LocalExecutor:
         else:
             self._busy.discard(worker)
             self._idle.add(worker)
-        self._learn(now - job.started)
-        self._report(job, returncode, now)
+        if worker.jobs:
+            self._running(worker.jobs[0], max(now, worker.jobs[0].sent))
+        if self._stray(job, returncode):
+            self._rerun(job)
+        else:
+            self._learn(now - job.started)
+            self._report(job, returncode, now)
+
+    def _stray(self, job: _Job, returncode: int) -> bool:
+        """Killed by a signal to its worker's group that was meant for the instance before it."""
+        return (returncode in (-signal.SIGTERM, -signal.SIGKILL) and not job.grouped and not job.signalled
+                and job.started <= job.worker.signalled_at)
+
+    def _rerun(self, job: _Job) -> None:
+        """Run a task again from the start, on the least busy worker, as if just submitted."""
+        job.pid = job.started = 0
+        worker = min(self._workers, key=lambda worker: len(worker.jobs))
+        self._assign(worker, job, self._command(job))
 
     def _learn(self, seconds: float) -> None:
         """Queue depth from the instances' recent length (a moving average over ~10 of them)."""
@@ -394,8 +459,7 @@ class LocalExecutor:
 
     def _report(self, job: _Job, returncode: int, now: float) -> None:
         job.done = True
-        del self._jobs[job.seq]
-        del self._by_key[job.task.key]
+        del self._jobs[job.task.key]
         if job.script_file:
             os.unlink(job.script_file)
         self._events.append(Finished(job.task.key, returncode, job.started, now, job.pid,
@@ -404,22 +468,39 @@ class LocalExecutor:
     # -- stopping tasks -------------------------------------------------------------------------
     def cancel(self, keys: Iterable[int] | None = None) -> None:
         """Terminates running tasks and makes workers skip queued ones; events follow in poll()."""
-        jobs = list(self._jobs.values()) if keys is None else [self._by_key[k] for k in keys if k in self._by_key]
+        jobs = list(self._jobs.values()) if keys is None else [self._jobs[k] for k in keys if k in self._jobs]
         jobs = [job for job in jobs if not job.cancelled]
-        # Queued ones first: a worker whose running task is killed must already know to skip the next.
-        for job in sorted(jobs, key=lambda job: bool(job.pid)):
+        for job in jobs:
             job.cancelled = True
-            if job.pid:
-                self._terminate(job)
-            else:
+        # The skips first: a worker whose running task is killed must already know them when it goes on.
+        doorbells: set[_Worker] = set()
+        for job in jobs:
+            if not job.pid and job.worker.jobs[0] is not job:
                 try:
-                    os.write(job.worker.cancels, b"%d\n" % job.seq)
+                    os.write(job.worker.cancels, b"%d\n" % job.task.key)
+                    doorbells.add(job.worker)
                 except BrokenPipeError:
                     pass  # the worker died; _lost() sees the flag
+        for worker in doorbells:
+            self._wait_ready(worker)
+            _signal(worker.pid, signal.SIGUSR1)
+        for job in jobs:
+            if job.pid:
+                self._terminate(job)
+
+    def _wait_ready(self, worker: _Worker) -> None:
+        """A worker only just started may not have set its traps yet: read its reports until it has."""
+        deadline = time.monotonic() + self._grace
+        while not worker.ready and worker in self._workers and time.monotonic() < deadline:
+            if select.select([worker.reports], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                self._read(worker)
 
     def _terminate(self, job: _Job) -> None:
+        """SIGTERM to the task's process group, SIGKILL after the grace period if it still runs."""
         if not job.signalled:
             job.signalled = True
+            if not job.grouped:
+                job.worker.signalled_at = time.time()
             _killpg(job.pid, signal.SIGTERM)
             self._timer(time.monotonic() + self._grace, "kill", job)
 
@@ -434,7 +515,10 @@ class LocalExecutor:
         while self._timers and self._timers[0][0] <= now:
             _, _, kind, job = heapq.heappop(self._timers)
             if kind == "kill":
-                _killpg(job.pid, signal.SIGKILL)  # also what a finished task left in its group
+                if job.grouped or not job.done:  # a finished one's worker group runs another task now
+                    if not job.grouped:
+                        job.worker.signalled_at = time.time()
+                    _killpg(job.pid, signal.SIGKILL)  # also what a finished grouped task left behind
             elif not job.done and not job.signalled:
                 job.timed_out = True
                 self._terminate(job)
@@ -460,17 +544,22 @@ class LocalExecutor:
         replacement = self._add_worker(self._workers.index(worker))
         now = time.time()
         for position, job in enumerate(jobs):
-            if position == 0 or job.cancelled:
+            if position == 0 and self._stray(job, -signal.SIGKILL):
+                _killpg(job.pid, signal.SIGKILL)
+                self._rerun(job)
+            elif position == 0 or job.cancelled:
                 _killpg(job.pid, signal.SIGKILL)
                 job.started = job.started or now
                 self._report(job, -signal.SIGKILL if position == 0 else -signal.SIGTERM, now)
             else:
-                self._assign(replacement, job)
+                self._assign(replacement, job, self._command(job))
 
     def _discard(self, worker: _Worker) -> None:
         self._selector.unregister(worker.reports)
-        if worker.unsent:
+        if worker.commands in self._selector.get_map():
             self._selector.unregister(worker.commands)
+        if worker in self._outbox:
+            self._outbox.remove(worker)
         if worker.jobs:
             self._reserved -= worker.jobs[0].task.slots
         worker.jobs.clear()
@@ -490,13 +579,15 @@ class LocalExecutor:
         running |= {job.pid for _, _, kind, job in self._timers if kind == "kill"}
         _end_groups(running, self._grace)
         self._selector.close()
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
         if self._scripts_dir:
             shutil.rmtree(self._scripts_dir, ignore_errors=True)
 
     def _drain(self) -> None:
         """Reads the killed workers' last reports, to learn the pid of every instance they started."""
         deadline = time.monotonic() + self._grace
-        while any(worker.proc.stdout and not worker.proc.stdout.closed for worker in self._workers):
+        while any(worker.socket.fileno() >= 0 for worker in self._workers):
             ready = self._selector.select(max(0.0, deadline - time.monotonic()))
             if not ready:
                 break
@@ -507,19 +598,22 @@ class LocalExecutor:
                     self._selector.unregister(key.fd)
                     key.data.unsent.clear()
         for worker in self._workers:
-            if not worker.proc.stdout.closed:
+            if worker.socket.fileno() >= 0:
                 self._discard(worker)
 
 
 def read_journal(path: str) -> dict[int, int]:
-    """``{key: exit status}`` of the instances that wrote to a journal (the last entry wins)."""
+    """``{key: exit status}`` of the instances whose end a journal holds (the last entry wins).
+
+    Its lines are the workers' reports; those of a ``d KEY TIME STATUS`` report count.
+    """
     statuses: dict[int, int] = {}
     try:
         with open(path, "rb") as stream:
             for line in stream:
                 parts = line.split()
-                if len(parts) == 2 and parts[0].isdigit() and parts[1].lstrip(b"-").isdigit():
-                    statuses[int(parts[0])] = int(parts[1])
+                if len(parts) == 4 and parts[0] == b"d" and parts[1].isdigit() and parts[3].isdigit():
+                    statuses[int(parts[1])] = int(parts[3])
     except FileNotFoundError:
         pass
     return statuses
@@ -580,31 +674,40 @@ def _is_bash(shell: str, bash: str) -> bool:
 
 
 def _spawn(bash: str, env: Mapping[str, str], journal: str) -> _Worker:
+    """A worker with its report socket on stdout, the socket's other end on 8 and the cancel pipe on 9."""
     cancel_r, cancel_w = os.pipe()
+    ours, theirs = socket.socketpair()
+    # Above 9, so that moving them to 8 and 9 in the worker cannot overwrite one with the other.
+    passed = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (ours.fileno(), cancel_r)]
+    os.close(cancel_r)
+    fds = "exec 8<&{0} {0}<&- 9<&{1} {1}<&-".format(*passed)
     try:
         proc = subprocess.Popen(
-            [bash, "--norc", "--noprofile", "-c", _WORKER.replace("@C@", str(cancel_r)).replace("@J@", journal)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, pass_fds=(cancel_r,),
+            [bash, "--norc", "--noprofile", "-c", _WORKER.replace("@FDS@", fds).replace("@J@", journal)],
+            stdin=subprocess.PIPE, stdout=theirs.fileno(), stderr=subprocess.DEVNULL, pass_fds=passed,
             env=env, start_new_session=True, preexec_fn=_die_with(os.getpid()),
         )
     except OSError as error:
         os.close(cancel_w)
+        ours.close()
         raise LegatoError(f"cannot start a worker shell {bash}: {error.strerror}") from None
     finally:
-        os.close(cancel_r)
-    return _Worker(proc, cancel_w)
+        for fd in passed:
+            os.close(fd)
+        theirs.close()
+    return _Worker(proc, ours, cancel_w)
 
 
 def _die_with(parent: int) -> Callable[[], None]:
     """Runs in the new worker: the kernel signals it when the conductor dies, even by SIGKILL.
 
-    SIGTERM, not SIGKILL: the worker's trap lets its running instance end and be journaled first.
+    SIGHUP, not SIGKILL: the worker's trap lets its running instance end and be journaled first.
     """
     prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
     def arrange() -> None:
         if prctl is not None:
-            prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            prctl(1, signal.SIGHUP)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:
             os._exit(1)
 
@@ -617,6 +720,13 @@ def _killpg(pgid: int, sig: int) -> None:
             os.killpg(pgid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _group_environs(groups: set[int] | None) -> dict[int, list[bytes]]:
