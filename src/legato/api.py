@@ -80,12 +80,16 @@ def prepare(
 
 def _launcher(batch: dict):
     """With a scheduler in the ``batch`` block, ``$(LAUNCHER)`` becomes its launcher (srun, flux run...)."""
-    if batch.get("type", "local") == "local":
-        return None  # the common case skips importing the adapters (20 ms of a dry run's start-up)
+    scheduler = _scheduler_for(batch)
+    return scheduler.expand_launchers if scheduler else None
+
+
+def _scheduler_for(batch: dict):
+    if str(batch.get("type") or "local").strip().lower() == "local":
+        return None  # the common case skips importing the adapters (20 ms of every start-up)
     from legato.schedulers import scheduler_for
 
-    scheduler = scheduler_for(batch)
-    return scheduler.expand_launchers if scheduler else None
+    return scheduler_for(batch)
 
 
 def _make_root(root: Path, replace: bool, keep: list[Path | None]) -> None:
@@ -363,9 +367,7 @@ def _recover_finished(store: Store) -> None:
 
 
 def _scheduler(store: Store):
-    from legato.schedulers import scheduler_for
-
-    return scheduler_for(store.meta().get("batch") or {})
+    return _scheduler_for(store.meta().get("batch") or {})
 
 
 def _executor(root: Path, scheduler, jobs: int | None, throttle: int, tag: str, cluster: ClusterOptions):

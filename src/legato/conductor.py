@@ -20,8 +20,8 @@ from typing import Callable
 
 from legato.execute import Queued
 from legato.execute.local import Finished, LocalExecutor, Started, Task
-from legato.schedulers.base import parse_walltime
 from legato.store import Store
+from legato.walltime import parse_walltime
 
 PENDING, RUNNING, FINISHED, FAILED, TIMEDOUT, CANCELLED, SKIPPED = range(7)
 STATE_NAMES = ("pending", "running", "finished", "failed", "timedout", "cancelled", "skipped")
@@ -233,10 +233,8 @@ class Conductor:
                 script = restart  # Maestro's restart command, used on a retry where given
             folder = f"{self._root}/{workspace}"  # plain strings: pathlib costs more than the rest of a dispatch
             step = self.steps[self.step_of[id_]].name
-            self.executor.submit(Task(
-                key=id_, script=script, cwd=folder, stdout=f"{folder}/{step}.out",
-                stderr=f"{folder}/{step}.err", slots=self.slots[id_], walltime=self.walltime.get(id_),
-            ))
+            self.executor.submit(Task(id_, script, folder, f"{folder}/{step}.out", f"{folder}/{step}.err",
+                                      self.slots[id_], self.walltime.get(id_)))
             self._in_flight[id_] = self.slots[id_]
 
     def _script(self, id_: int) -> tuple[str, str, str | None]:
@@ -262,7 +260,8 @@ class Conductor:
         self._in_flight.pop(id_, None)
         attempts = self.attempts_done[id_] + 1
         self.attempts_done[id_] = attempts
-        common = dict(returncode=event.returncode, ended=event.ended, started=event.started, attempts=attempts)
+        common = dict(returncode=event.returncode, ended=event.ended, started=event.started, attempts=attempts,
+                      pid=event.pid or None)
         if event.cancelled and not event.pid:
             self.attempts_done[id_] = attempts - 1  # queued, never started: it simply waits for a resume
             self._move(id_, PENDING)

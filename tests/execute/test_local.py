@@ -307,3 +307,10 @@ def test_a_worker_started_just_now_takes_a_cancel(tmp_path: Path) -> None:
             while len(done) < 2:
                 done.update({e.key: e for e in executor.poll(5) if isinstance(e, Finished)})
         assert done[1].returncode == 0 and done[2].cancelled and not (folder / "i2" / "ran").exists()
+
+
+def test_a_start_is_folded_into_its_end_within_one_batch() -> None:
+    start, end, again = Started(1, 10, 1.0), Finished(1, 0, 1.0, 2.0, 10), Started(1, 11, 3.0)
+    other = Started(2, 10, 2.0)
+    assert local._elide_starts([start, other, end, again]) == [other, end, again]
+    assert local._elide_starts([other]) == [other]

@@ -145,7 +145,7 @@ def test_chunks_of_pack_instances_are_one_job_each(fake, tmp_path):
     queued = {event.key: event.jobid for event in events if isinstance(event, Queued)}
     assert sorted(queued) == list(range(1, 26)) and len(set(queued.values())) == 3
     assert {key: event.returncode for key, event in finished(events).items()} == {key: 0 for key in range(1, 26)}
-    assert [type(event) for event in events if event.key == 1] == [Queued, Started, Finished]
+    assert [type(event) for event in events if event.key == 1] in ([Queued, Started, Finished], [Queued, Finished])
     assert [(tmp_path / f"i {key}" / "out.txt").read_text() for key in (1, 25)] == ["1\n", "25\n"]
     script = sorted((tmp_path / "jobs").glob("*.sh"))[0].read_text()
     for option in ("--partition=debug", "--account=none", "--qos=fast", "--nodes=1", "--ntasks="):

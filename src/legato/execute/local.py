@@ -71,44 +71,36 @@ COALESCE_SECONDS = 0.005
 QUEUED_SECONDS = 0.02
 """Work each worker should hold: a few of the kernel's time slices, which the conductor may wait for a core."""
 
-# The worker reads frames "LENGTH(8 digits)TEXT" (bash's read -N takes each in one read()) and
-# evaluates TEXT, the command that _command() writes for one task. Descriptor 8 is the
-# conductor's end of the report socket, 9 the cancel pipe, which carries the keys of queued
-# tasks to skip; SIGUSR1 says that some are waiting, so a worker looks at the pipe only then.
+# The worker reads frames "LENGTH(8 digits)TEXT" from descriptor 3 (bash's read -N takes each in
+# one read()) and evaluates TEXT, the command that _command() writes for one task. Its stdin is
+# /dev/null, which its instances inherit. Descriptor 8 is the conductor's end of the report
+# socket, 9 the cancel pipe, which carries the keys of queued tasks to skip; SIGUSR1 says that
+# some are waiting, so a worker looks at the pipe only then.
 # SIGHUP comes from the kernel when the conductor dies: bash runs the trap once the running
 # instance has ended and reported, and the worker starts nothing more but moves the reports
 # nobody read to the journal. SIGTERM to the worker's process group is for its instance; the
 # worker itself ignores it. "r" says the traps are set: until then SIGUSR1 would kill it.
 _WORKER = r"""
 _lg_skip=()
+_lg_any=
 _lg_gone=
 _lg_c=
-_lg_cancels() { _lg_c=; while read -t 0 -u 9 && read -r -u 9 _lg_n; do _lg_skip[_lg_n]=1; done; }
+_lg_cancels() { _lg_c=; while read -t 0 -u 9 && read -r -u 9 _lg_n; do _lg_skip[_lg_n]=1 _lg_any=1; done; }
+_lg_skipped() { unset "_lg_skip[$1]"; echo "k $1 $EPOCHREALTIME"; }
 @FDS@
 trap _lg_gone=1 HUP
 trap : TERM
 trap _lg_c=1 USR1
 echo r
-while [[ ! $_lg_gone ]] && IFS= read -r -N 8 _lg_n && IFS= read -r -N "$_lg_n" _lg_p; do
+while [[ ! $_lg_gone ]] && IFS= read -r -u 3 -N 8 _lg_n && IFS= read -r -u 3 -N "$_lg_n" _lg_p; do
     [[ $_lg_c ]] && _lg_cancels
     eval "$_lg_p"
 done
 while read -t 0 -u 8 && IFS= read -r -u 8 _lg_p; do echo "$_lg_p"; done >>@J@
 """
 _FRAME = b"%8d"
-# One task's command. It reports "d KEY TIME STATUS" when the instance has ended, "k KEY TIME"
-# when it was skipped and "c KEY TIME" when its folder cannot be entered; TIME is the worker's
-# clock, so the conductor knows when the next task started, however late it reads. An instance
-# with a walltime runs in a process group of its own (set -m) and reports "s KEY PID" before
-# its script starts, so that the timer signals exactly that group.
-_COMMAND = ("if [[ ${{_lg_skip[{key}]-}} ]]; then unset '_lg_skip[{key}]'; echo \"k {key} $EPOCHREALTIME\"; "
-            "elif cd -- {cwd}; then {body}; else echo \"c {key} $EPOCHREALTIME\"; fi")
-_PLAIN_BODY = "( LEGATO_TAG={tag}; eval {script} ) </dev/null >{stdout} 2>{stderr} 8<&- 9<&-; echo \"d {key} $EPOCHREALTIME $?\""
-_GROUPED_BODY = ("set -m; ( set +m; echo \"s {key} $BASHPID\"; exec </dev/null >{stdout} 2>{stderr} 8<&- 9<&- || exit 1; "
-                 "LEGATO_TAG={tag}; eval {script} ); _lg_s=$?; set +m; echo \"d {key} $EPOCHREALTIME $_lg_s\"")
 
 _SIGNALS = frozenset(int(s) for s in signal.valid_signals())
-_PLAIN = re.compile(r"[ -&(-~]*")  # printable ASCII but the single quote
 _ANSI_C = {c: f"\\x{c:02x}" for c in range(256) if not 32 <= c < 127} | {ord("\\"): "\\\\", ord("'"): "\\'"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -167,15 +159,15 @@ class _Job:
 
 
 class _Worker:
-    """One bash process: commands in on stdin, reports out on a socket, skips in on a pipe."""
+    """One bash process: commands in on a pipe, reports out on a socket, skips in on another pipe."""
 
     __slots__ = ("proc", "pid", "commands", "socket", "reports", "cancels", "jobs", "unread", "unsent",
                  "signalled_at", "ready")
 
-    def __init__(self, proc: subprocess.Popen, reports: socket.socket, cancels: int) -> None:
+    def __init__(self, proc: subprocess.Popen, commands: int, reports: socket.socket, cancels: int) -> None:
         self.proc = proc
         self.pid = proc.pid  # also its process group, which its ungrouped instances share
-        self.commands = proc.stdin.fileno()
+        self.commands = commands
         self.socket = reports
         self.reports = reports.fileno()
         self.cancels = cancels
@@ -189,7 +181,7 @@ class _Worker:
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait()
-        self.proc.stdin.close()
+        os.close(self.commands)
         self.socket.close()
         os.close(self.cancels)
 
@@ -208,6 +200,7 @@ class LocalExecutor:
         self._grace = grace
         self._bash = _find_bash()
         self._env = {**os.environ, **(env or {}), "LEGATO_TAG": f"{tag}:"}
+        self._tag = _quote(f"{tag}:")  # an instance's LEGATO_TAG is this, then its key
         try:
             self._journal_fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if journal else None
         except OSError as error:
@@ -282,15 +275,27 @@ class LocalExecutor:
             self._running(job, job.sent)
 
     def _command(self, job: _Job) -> bytes:
-        """The worker's framed command for one task: every value a quoted literal."""
-        task = job.task
+        """The worker's framed command for one task, every value a quoted literal.
+
+        It reports "d KEY TIME STATUS" when the instance has ended, "k KEY TIME" when it was
+        skipped and "c KEY TIME" when its folder cannot be entered; TIME is the worker's clock,
+        so the conductor knows when the next task started, however late it reads. An instance
+        with a walltime runs in a process group of its own (set -m) and reports "s KEY PID"
+        before its script starts, so that the timer signals exactly that group. "cd -P" takes
+        the physical path, as Maestro's instances see it, without a stat of every folder above.
+        """
+        task, key = job.task, job.task.key
         cwd = task.cwd if task.cwd.startswith("/") else os.path.abspath(task.cwd)
-        body = _GROUPED_BODY if job.grouped else _PLAIN_BODY
-        text = _COMMAND.format(key=task.key, cwd=_quote(cwd), body=body.format(
-            key=task.key, tag=_quote(f"{self.tag}:{task.key}"), script=_quote(self._script(job)),
-            stdout=_quote(_within(task.stdout, task.cwd)), stderr=_quote(_within(task.stderr, task.cwd))))
-        data = text.encode("ascii")
-        return _FRAME % len(data) + data
+        files = _redirections(_within(task.stdout, task.cwd), _within(task.stderr, task.cwd))
+        script = _quote(self._script(job))
+        if job.grouped:
+            body = (f'set -m; ( set +m; echo "s {key} $BASHPID"; exec {files} || exit 1; eval {script} ); '
+                    f'_lg_s=$?; set +m; echo "d {key} $EPOCHREALTIME $_lg_s"')
+        else:
+            body = f'( eval {script} ) {files}; echo "d {key} $EPOCHREALTIME $?"'
+        text = (f"if [[ $_lg_any && ${{_lg_skip[{key}]-}} ]]; then _lg_skipped {key}; elif cd -P -- {_quote(cwd)}; "
+                f'then LEGATO_TAG={self._tag}{key}; {body}; else echo "c {key} $EPOCHREALTIME"; fi').encode("ascii")
+        return _FRAME % len(text) + text
 
     def _script(self, job: _Job) -> str:
         """Bash scripts run in the subshell itself; others, and bash scripts that use ``$$``
@@ -359,7 +364,7 @@ class LocalExecutor:
             self._send_outbox()  # the tasks of lost workers and reruns
             if self._events or not self._jobs or (end is not None and time.monotonic() >= end):
                 events, self._events = self._events, []
-                return events
+                return _elide_starts(events)
 
     def _stocked(self) -> bool:
         """Every worker has work queued behind its running task: nothing starves while the conductor waits."""
@@ -602,6 +607,22 @@ class LocalExecutor:
                 self._discard(worker)
 
 
+def _elide_starts(events: list[Started | Finished]) -> list[Started | Finished]:
+    """Drops each Started whose task's Finished comes in the same batch: that one says it all,
+    and trivial instances start and end between two polls, so half of all events go."""
+    ending: set[int] = set()
+    kept: list[Started | Finished] = []
+    for event in reversed(events):
+        if type(event) is Finished:
+            ending.add(event.key)
+        elif event.key in ending:
+            ending.discard(event.key)
+            continue
+        kept.append(event)
+    kept.reverse()
+    return kept
+
+
 def read_journal(path: str) -> dict[int, int]:
     """``{key: exit status}`` of the instances whose end a journal holds (the last entry wins).
 
@@ -638,7 +659,7 @@ def kill_leftovers(pids: Iterable[int] | None, tag: str) -> int:
 # -- helpers ------------------------------------------------------------------------------------
 def _quote(text: str) -> str:
     """One bash word in printable ASCII: '...' where possible, else $'...' with escapes."""
-    if _PLAIN.fullmatch(text):
+    if text.isascii() and text.isprintable() and "'" not in text:
         return f"'{text}'"
     if "\0" in text:
         raise LegatoError(f"a NUL character cannot be passed to a shell: {text[:60]!r}")
@@ -647,9 +668,16 @@ def _quote(text: str) -> str:
 
 def _within(path: str, cwd: str) -> str:
     """Files in the instance's own folder are sent by name: fewer bytes for bash to read."""
-    if os.path.dirname(path) == cwd.rstrip("/"):
-        return os.path.basename(path)
+    folder, _, name = path.rpartition("/")
+    if folder == cwd.rstrip("/"):
+        return name
     return path if path.startswith("/") else os.path.abspath(path)
+
+
+@lru_cache(maxsize=256)
+def _redirections(stdout: str, stderr: str) -> str:
+    """An instance's files, and the worker's descriptors closed: the same for every instance of a step."""
+    return f">{_quote(stdout)} 2>{_quote(stderr)} 3<&- 8<&- 9<&-"
 
 
 def _returncode(status: int) -> int:
@@ -674,28 +702,32 @@ def _is_bash(shell: str, bash: str) -> bool:
 
 
 def _spawn(bash: str, env: Mapping[str, str], journal: str) -> _Worker:
-    """A worker with its report socket on stdout, the socket's other end on 8 and the cancel pipe on 9."""
+    """A worker with commands on 3, its report socket on stdout, the socket's other end on 8 and
+    the cancel pipe on 9."""
+    commands_r, commands_w = os.pipe()
     cancel_r, cancel_w = os.pipe()
     ours, theirs = socket.socketpair()
-    # Above 9, so that moving them to 8 and 9 in the worker cannot overwrite one with the other.
-    passed = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (ours.fileno(), cancel_r)]
-    os.close(cancel_r)
-    fds = "exec 8<&{0} {0}<&- 9<&{1} {1}<&-".format(*passed)
+    # Above 9, so that moving them to 3, 8 and 9 in the worker cannot overwrite one with another.
+    passed = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (commands_r, ours.fileno(), cancel_r)]
+    for fd in (commands_r, cancel_r):
+        os.close(fd)
+    fds = "exec 3<&{0} {0}<&- 8<&{1} {1}<&- 9<&{2} {2}<&-".format(*passed)
     try:
         proc = subprocess.Popen(
             [bash, "--norc", "--noprofile", "-c", _WORKER.replace("@FDS@", fds).replace("@J@", journal)],
-            stdin=subprocess.PIPE, stdout=theirs.fileno(), stderr=subprocess.DEVNULL, pass_fds=passed,
+            stdin=subprocess.DEVNULL, stdout=theirs.fileno(), stderr=subprocess.DEVNULL, pass_fds=passed,
             env=env, start_new_session=True, preexec_fn=_die_with(os.getpid()),
         )
     except OSError as error:
-        os.close(cancel_w)
+        for fd in (commands_w, cancel_w):
+            os.close(fd)
         ours.close()
         raise LegatoError(f"cannot start a worker shell {bash}: {error.strerror}") from None
     finally:
         for fd in passed:
             os.close(fd)
         theirs.close()
-    return _Worker(proc, ours, cancel_w)
+    return _Worker(proc, commands_w, ours, cancel_w)
 
 
 def _die_with(parent: int) -> Callable[[], None]:

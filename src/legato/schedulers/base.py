@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from legato.errors import LegatoError
+from legato.walltime import parse_walltime
 
 COMMAND_TIMEOUT = 120
 """Seconds a scheduler command may take: a controller that hangs must not hang the conductor."""
@@ -136,40 +137,7 @@ class JobRequest:
     """(first, last, max running at once) turns the job into a job array of last-first+1 tasks."""
 
 
-# ---------------------------------------------------------------- walltime
-
-_UNLIMITED = {"inf", "infinite", "unlimited"}
-_CLOCK = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
-
-
-def parse_walltime(value: Any) -> int | None:
-    """Seconds from Maestro's walltime forms; None when no limit was asked for, 0 for "inf".
-
-    Whole numbers are minutes (Maestro and SLURM agree), "MM:SS" is minutes and seconds,
-    "HH:MM:SS" and "D-HH[:MM[:SS]]" are SLURM's forms.
-    """
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, (bool, float)):
-        raise LegatoError(f"walltime {value!r} is not HH:MM:SS, MM:SS, D-HH:MM:SS, minutes or 'inf'")
-    if isinstance(value, int):
-        if value < 0:
-            raise LegatoError(f"walltime {value!r} must not be negative")
-        return value * 60
-    text = str(value).strip().lower()
-    if text in _UNLIMITED:
-        return 0
-    match = _CLOCK.match(text)
-    if not match:
-        raise LegatoError(f"walltime {value!r} is not HH:MM:SS, MM:SS, D-HH:MM:SS, minutes or 'inf'")
-    days, first, second, third = match.groups()
-    if days is not None:  # D-HH[:MM[:SS]]
-        return int(days) * 86400 + int(first) * 3600 + int(second or 0) * 60 + int(third or 0)
-    if third is not None:
-        return int(first) * 3600 + int(second) * 60 + int(third)
-    if second is not None:
-        return int(first) * 60 + int(second)
-    return int(first) * 60
+# ---------------------------------------------------------------- walltime (parse_walltime: legato.walltime)
 
 
 def hms(seconds: int) -> str:
