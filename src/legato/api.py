@@ -387,11 +387,13 @@ def _claim(store: Store, scheduler=None) -> str:
 
     from legato.execute.local import kill_leftovers
 
-    meta = store.meta()
-    tag = meta.get("tag") or uuid.uuid4().hex
-    kill_leftovers(None, tag)  # by tag, not stored pids: a pid may not have been flushed before a kill -9
-    _recover_finished(store)
-    _cancel_jobs(store, scheduler)
+    tag = store.meta().get("tag")
+    if tag:  # an earlier conductor ran this study: what it left behind carries its tag
+        kill_leftovers(None, tag)  # by tag, not stored pids: a pid may not have been flushed before a kill -9
+        _recover_finished(store)
+        _cancel_jobs(store, scheduler)
+    else:
+        tag = uuid.uuid4().hex
     store.set_meta(tag=tag, state="running")
     return tag
 

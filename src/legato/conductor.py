@@ -26,7 +26,7 @@ from legato.walltime import parse_walltime
 PENDING, RUNNING, FINISHED, FAILED, TIMEDOUT, CANCELLED, SKIPPED = range(7)
 STATE_NAMES = ("pending", "running", "finished", "failed", "timedout", "cancelled", "skipped")
 _CODES = {name: code for code, name in enumerate(STATE_NAMES)}
-_FLUSH_SECONDS = 0.5
+_FLUSH_SECONDS = 1.0
 _FLUSH_CHANGES = 5000
 _FETCH = 1000
 
@@ -260,9 +260,13 @@ class Conductor:
         self._in_flight.pop(id_, None)
         attempts = self.attempts_done[id_] + 1
         self.attempts_done[id_] = attempts
-        common = dict(returncode=event.returncode, ended=event.ended, started=event.started, attempts=attempts,
-                      pid=event.pid or None)
-        if event.cancelled and not event.pid:
+        common = {"returncode": event.returncode, "ended": event.ended, "started": event.started, "attempts": attempts,
+                  "pid": event.pid or None}
+        if event.returncode == 0 and not event.timed_out and not event.cancelled:  # the common case, first
+            self._move(id_, FINISHED)
+            self._change(id_, state="finished", reason=None, **common)
+            self._release(id_)
+        elif event.cancelled and not event.pid:
             self.attempts_done[id_] = attempts - 1  # queued, never started: it simply waits for a resume
             self._move(id_, PENDING)
             self._change(id_, state="pending", pid=None, jobid=None)
@@ -270,10 +274,6 @@ class Conductor:
             self.attempts_done[id_] = attempts - 1
             self._move(id_, CANCELLED)
             self._change(id_, state="cancelled", reason="cancelled", **{**common, "attempts": attempts - 1})
-        elif event.returncode == 0 and not event.timed_out:
-            self._move(id_, FINISHED)
-            self._change(id_, state="finished", reason=None, **common)
-            self._release(id_)
         elif attempts < self.attempts and not self.cancel_requested:
             self._move(id_, PENDING)
             reason = "timed out" if event.timed_out else f"exit code {event.returncode}"

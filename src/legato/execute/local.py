@@ -240,7 +240,11 @@ class LocalExecutor:
         idle = self.slots - self._reserved
         if idle > 0:
             return idle
-        return max((worker.jobs[-1].task.slots for worker in self._busy if len(worker.jobs) < self._depth), default=0)
+        widest = 0  # asked once per dispatched task: a plain loop, no generator
+        for worker in self._busy:
+            if len(worker.jobs) < self._depth and worker.jobs[-1].task.slots > widest:
+                widest = worker.jobs[-1].task.slots
+        return widest
 
     def submit(self, task: Task) -> None:
         if not 1 <= task.slots <= self.slots:
@@ -257,9 +261,13 @@ class LocalExecutor:
     def _place(self, slots: int) -> _Worker:
         if slots <= self.slots - self._reserved:
             return next(iter(self._idle))
-        room = [worker for worker in self._busy if len(worker.jobs) < self._depth and worker.jobs[-1].task.slots >= slots]
-        if room:
-            return min(room, key=lambda worker: len(worker.jobs))  # the shortest queue: no worker idles early
+        shortest = None  # the shortest queue with room: no worker idles early
+        for worker in self._busy:
+            if len(worker.jobs) < self._depth and worker.jobs[-1].task.slots >= slots and (
+                    shortest is None or len(worker.jobs) < len(shortest.jobs)):
+                shortest = worker
+        if shortest is not None:
+            return shortest
         raise ValueError(f"no room for a task of {slots} slots (free_slots is {self.free_slots})")
 
     def _assign(self, worker: _Worker, job: _Job, command: bytes) -> None:
@@ -460,7 +468,8 @@ class LocalExecutor:
         """Queue depth from the instances' recent length (a moving average over ~10 of them)."""
         mean = seconds if self._mean_seconds is None else 0.9 * self._mean_seconds + 0.1 * seconds
         self._mean_seconds = mean
-        self._depth = max(QUEUE_DEPTH, min(MAX_DEPTH, int(QUEUED_SECONDS / max(mean, 1e-6))))
+        depth = int(QUEUED_SECONDS / mean) if mean > QUEUED_SECONDS / MAX_DEPTH else MAX_DEPTH
+        self._depth = depth if depth > QUEUE_DEPTH else QUEUE_DEPTH
 
     def _report(self, job: _Job, returncode: int, now: float) -> None:
         job.done = True
@@ -658,8 +667,9 @@ def kill_leftovers(pids: Iterable[int] | None, tag: str) -> int:
 
 # -- helpers ------------------------------------------------------------------------------------
 def _quote(text: str) -> str:
-    """One bash word in printable ASCII: '...' where possible, else $'...' with escapes."""
-    if text.isascii() and text.isprintable() and "'" not in text:
+    """One bash word in ASCII: '...' where possible (line breaks and tabs may stand in it), else
+    $'...' with escapes."""
+    if text.isascii() and "'" not in text and (text.isprintable() or text.replace("\n", "").replace("\t", "").isprintable()):
         return f"'{text}'"
     if "\0" in text:
         raise LegatoError(f"a NUL character cannot be passed to a shell: {text[:60]!r}")
