@@ -6,9 +6,11 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -110,17 +112,18 @@ def _make_root(root: Path, replace: bool, keep: list[Path | None]) -> None:
 
 
 def _write_plan(plan: StudyPlan, store: Store, write_scripts: bool) -> None:
-    """Stream instances into the store, a chunk per transaction, while a child process makes their folders.
+    """Stream instances into the store, in one transaction, while a child process makes their folders.
 
     Making one folder per instance is the floor of a dry run; done by a second process it
-    overlaps with rendering scripts and filling the store instead of adding to them.
+    overlaps with rendering scripts and filling the store instead of adding to them. One
+    commit, made while the child still works through the last folders: a commit per chunk
+    would stall the parent, and with it the names the child waits for.
     """
-    with store.transaction():
+    root = str(plan.root)
+    with _FolderMaker(inline=write_scripts) as folders, _Manifests(plan) as manifests, store.transaction():
         for position, step in enumerate(plan.steps):
             store.add_step(step.name, position, step.first_id, step.count, step.funnel_parents, step.layout.step)
         store.add_parameters(plan.table.values, plan.table.index)
-    root = str(plan.root)
-    with _FolderMaker(inline=write_scripts) as folders, _Manifests(plan) as manifests:
         chunk: list[tuple] = []
         for instance in plan.instances():
             folder = f"{root}/{instance.workspace}"
@@ -135,11 +138,10 @@ def _write_plan(plan: StudyPlan, store: Store, write_scripts: bool) -> None:
                 json.dumps(instance.parents) if instance.parents else None,
             ))
             if len(chunk) >= _CHUNK:
-                with store.transaction():
-                    store.add_instances(chunk)
+                store.add_instances(chunk)
                 chunk.clear()
-        with store.transaction():
-            store.add_instances(chunk)
+        store.add_instances(chunk)
+        folders.send()  # the last names go to the child before the commit
 
 
 class _Manifests:
@@ -203,9 +205,12 @@ class _FolderMaker:
             return
         self.pending.append(folder)
         if len(self.pending) >= self._BATCH:
-            self._send()
+            self.send()
 
-    def _send(self) -> None:
+    def send(self) -> None:
+        """Hands the names made so far to the child."""
+        if not self.pending:
+            return
         data = ("\0".join(self.pending) + "\0").encode("utf-8", "surrogateescape")
         self.pending.clear()
         try:
@@ -216,8 +221,7 @@ class _FolderMaker:
     def __exit__(self, *exc) -> None:
         if self.inline:
             return
-        if self.pending:
-            self._send()
+        self.send()
         os.close(self.names)
         os.waitpid(self.pid, 0)
         with os.fdopen(self.errors, "rb") as stream:
@@ -331,7 +335,8 @@ def execute(
             _write_status_csv(root, store)
             return outcome
         except BaseException:
-            store.set_meta(state="interrupted")  # not 'running': status must not show a dead conductor as alive
+            with contextlib.suppress(sqlite3.Error):  # a full disk: the error being raised says so
+                store.set_meta(state="interrupted")  # not 'running': status must not show a dead conductor as alive
             raise
         finally:
             lock.release()

@@ -4,7 +4,7 @@ The graph is held as flat arrays indexed by instance id (state code, parents sti
 finish, step), children lists only where an instance has any, and funnels per step, so a
 study of 10^5-10^6 instances fits in a few tens of MB. Scripts stay in the store and are
 read in chunks just before dispatch. State changes are written in one transaction per
-flush interval, so the conductor loop, not SQLite, sets the pace.
+flush interval, by a thread of their own, so the conductor loop, not SQLite, sets the pace.
 """
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ from typing import Callable
 
 from legato.execute import Queued
 from legato.execute.local import Finished, LocalExecutor, Started, Task
-from legato.store import Store
+from legato.store import ChangeWriter, Store
 from legato.walltime import parse_walltime
 
 PENDING, RUNNING, FINISHED, FAILED, TIMEDOUT, CANCELLED, SKIPPED = range(7)
 STATE_NAMES = ("pending", "running", "finished", "failed", "timedout", "cancelled", "skipped")
 _CODES = {name: code for code, name in enumerate(STATE_NAMES)}
-_FLUSH_SECONDS = 1.0
+_FLUSH_SECONDS = 0.5
 _FLUSH_CHANGES = 5000
 _FETCH = 1000
 
@@ -194,6 +194,7 @@ class Conductor:
         main = threading.current_thread() is threading.main_thread()
         signals = (signal.SIGTERM, signal.SIGINT) if main else ()
         previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
+        self._writer = ChangeWriter(self.store.path)
         try:
             while self._ready or self._in_flight:
                 if self.cancel_requested and not self._cancelling:
@@ -208,7 +209,8 @@ class Conductor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self.flush()
+            self._writer.write(self._take_changes())
+            self._writer.close()
         return self.outcome()
 
     def _on_signal(self, signum, frame) -> None:
@@ -343,12 +345,12 @@ class Conductor:
 
     def _maybe_flush(self) -> None:
         if len(self._changes) >= _FLUSH_CHANGES or time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
-            self.flush()
+            self._writer.write(self._take_changes())
 
-    def flush(self) -> None:
-        self.store.update_many(list(self._changes.values()))
-        self._changes = {}
+    def _take_changes(self) -> list[dict]:
+        changes, self._changes = list(self._changes.values()), {}
         self._last_flush = time.monotonic()
+        return changes
 
     # -- results ------------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

@@ -7,7 +7,9 @@ state changes are written in batches (``update_many``) so the store never limits
 from __future__ import annotations
 
 import json
+import queue
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +198,51 @@ class Store:
             record = dict(zip(columns, row))
             record["params"] = json.loads(record["params"] or "{}")
             yield record
+
+
+class ChangeWriter:
+    """Writes a conductor's batches of instance changes from a thread of its own, on a connection
+    of its own: while a commit waits for the disk (SQLite lets go of the GIL), the conductor goes
+    on feeding the workers, whose queues would otherwise run dry.
+
+    An error (a full disk, a lost database) is raised, as a ``LegatoError``, by the next call.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._batches: queue.SimpleQueue = queue.SimpleQueue()
+        self._error: LegatoError | None = None
+        self._thread = threading.Thread(target=self._run, name="legato-store-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, changes: list[dict[str, Any]]) -> None:
+        self._raise()
+        if changes:
+            self._batches.put(changes)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._batches.put(None)
+            self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        store = None
+        while (batch := self._batches.get()) is not None:
+            if self._error is None:
+                try:
+                    store = store or Store(self.path)
+                    store.update_many(batch)
+                except sqlite3.Error as exc:
+                    self._error = LegatoError(f"{self.path}: cannot record instance states: {exc}")
+                except LegatoError as exc:
+                    self._error = exc
+        if store is not None:
+            store.close()
 
 
 class _Transaction:

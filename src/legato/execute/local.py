@@ -201,6 +201,7 @@ class LocalExecutor:
         self._bash = _find_bash()
         self._env = {**os.environ, **(env or {}), "LEGATO_TAG": f"{tag}:"}
         self._tag = _quote(f"{tag}:")  # an instance's LEGATO_TAG is this, then its key
+        self._journal_path = journal
         try:
             self._journal_fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if journal else None
         except OSError as error:
@@ -394,7 +395,10 @@ class LocalExecutor:
             self._lost(worker)
             return
         if self._journal_fd is not None:
-            os.write(self._journal_fd, data)  # before the report leaves the socket: a kill -9 loses none
+            try:
+                os.write(self._journal_fd, data)  # before the report leaves the socket: a kill -9 loses none
+            except OSError as error:
+                raise LegatoError(f"{self._journal_path}: cannot write the journal: {error.strerror}") from None
         worker.socket.recv(len(data))
         lines = (worker.unread + data).split(b"\n")
         worker.unread = lines.pop()
