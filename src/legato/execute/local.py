@@ -18,8 +18,9 @@ left there to the journal before it goes.
 Each worker is a process group of its own, and an instance runs in its worker's group: a
 signal to that group ends the instance and everything it started while the worker, which traps
 SIGTERM, carries on. That spares every instance a process group of its own (``set -m``) and a
-report of its pid, which together cost a trivial instance a fifth of its time. An instance
-with a walltime does get both, so that its timer can only ever kill that instance. A worker
+report of its pid from the subshell, which together cost a trivial instance about 15% more
+(measured on a worker alone, 2,000 instances, median of 9). An instance with a walltime does
+get both, so that its timer can only ever kill that instance. A worker
 starts the next instance only after reporting the previous one, so the conductor knows which
 one a signal reaches; should one ever end by a signal meant for the instance before it, it
 runs again.
@@ -34,7 +35,7 @@ A task is only queued behind one that takes at least as many slots, so the cores
 exceed ``slots``. ``free_slots`` therefore answers "how big a task can be accepted now": the
 idle cores, or when none are idle, the room in a worker's queue.
 
-Workers go with the conductor (PR_SET_PDEATHSIG on Linux, EOF on their stdin elsewhere): an
+Workers go with the conductor (PR_SET_PDEATHSIG on Linux, EOF on their command pipe elsewhere): an
 idle one at once, a busy one when its instance has ended and been journaled. Instances already
 running are left alone and recognised later by their LEGATO_TAG.
 """
