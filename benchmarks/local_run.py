@@ -8,7 +8,7 @@ Workloads (each repetition runs them all in turn, tool after tool, so noise hits
              the echo in the instance's folder with stdout/stderr redirected to files there
   sleep  --sleeps instances of `sleep --sleep-seconds` (a spec with global.parameters), legato
          with -j --sleep-jobs (sleeping instances hold no core) vs maestrowf
-  big    legato alone over a --big-rows CSV: the conductor's peak memory
+  big    legato alone over a --big-rows CSV, after all repetitions: the conductor's peak memory
 Files per instance are counted after each tool's first echo run. The median is reported.
 
     python3 benchmarks/local_run.py
@@ -166,11 +166,17 @@ def repetition(number: int, args: argparse.Namespace, work: Path, inputs: dict, 
     if sleep and "maestro" in args.tools:
         out = studies / f"maestro-sleep-{number}"
         run_tool(sleep, "maestro", maestro(args, [str(inputs["sleep_spec"])], out), out, work)
-    if big and "legato" in args.tools:
-        out = studies / f"legato-big-{number}"
-        run_tool(big, "legato", legato(pgen_arguments(inputs["big_csv"]), out), out, work)
-    done = [f"{w.name} {s.tool} {s.runs[-1].seconds:.2f} s" for w in workloads.values() for tool, s in w.series.items()]
+    done = [f"{w.name} {s.tool} {s.runs[-1].seconds:.2f} s" for w in workloads.values() for tool, s in w.series.items()
+            if w is not big]
     print(f"  repetition {number}/{args.repeat}: " + ", ".join(done), flush=True)
+
+
+def big_runs(args: argparse.Namespace, work: Path, inputs: dict, big: Workload) -> None:
+    """After all repetitions: writing back a big run's folders would slow whichever tool ran next."""
+    for number in range(1, args.repeat + 1):
+        out = work / "studies" / f"legato-big-{number}"
+        run_tool(big, "legato", legato(pgen_arguments(inputs["big_csv"]), out), out, work)
+        print(f"  {big.name}, legato {number}/{args.repeat}: {big.series['legato'].runs[-1].seconds:.2f} s", flush=True)
 
 
 def prepare_inputs(args: argparse.Namespace, work: Path) -> dict:
@@ -246,6 +252,8 @@ def main(argv: list[str]) -> None:
         workloads = new_workloads(args)
         for number in range(1, args.repeat + 1):
             repetition(number, args, work, inputs, workloads)
+        if "big" in workloads:
+            big_runs(args, work, inputs, workloads["big"])
     finally:
         h.cleanup(args, work)
     text = report(args, workloads)

@@ -124,7 +124,7 @@ class Task:
 @dataclass(frozen=True, slots=True)
 class Started:
     key: int
-    pid: int  # also the process group id of the instance
+    pid: int  # the process group it runs in: its worker's, or its own when it has a walltime
     time: float
 
 
