@@ -291,8 +291,8 @@ class LocalExecutor:
         skipped and "c KEY TIME" when its folder cannot be entered; TIME is the worker's clock,
         so the conductor knows when the next task started, however late it reads. An instance
         with a walltime runs in a process group of its own (set -m) and reports "s KEY PID"
-        before its script starts, so that the timer signals exactly that group. "cd -P" takes
-        the physical path, as Maestro's instances see it, without a stat of every folder above.
+        before its script starts, so that the timer signals exactly that group. Not "cd -P":
+        it reads the link of every folder above, twice, where "cd" stats each once.
         """
         task, key = job.task, job.task.key
         cwd = task.cwd if task.cwd.startswith("/") else os.path.abspath(task.cwd)
@@ -303,7 +303,7 @@ class LocalExecutor:
                     f'_lg_s=$?; set +m; echo "d {key} $EPOCHREALTIME $_lg_s"')
         else:
             body = f'( eval {script} ) {files}; echo "d {key} $EPOCHREALTIME $?"'
-        text = (f"if [[ $_lg_any && ${{_lg_skip[{key}]-}} ]]; then _lg_skipped {key}; elif cd -P -- {_quote(cwd)}; "
+        text = (f"if [[ $_lg_any && ${{_lg_skip[{key}]-}} ]]; then _lg_skipped {key}; elif cd -- {_quote(cwd)}; "
                 f'then LEGATO_TAG={self._tag}{key}; {body}; else echo "c {key} $EPOCHREALTIME"; fi').encode("ascii")
         return _FRAME % len(text) + text
 
