@@ -214,7 +214,7 @@ class _FolderMaker:
         data = ("\0".join(self.pending) + "\0").encode("utf-8", "surrogateescape")
         self.pending.clear()
         try:
-            os.write(self.names, data) if len(data) < 65536 else _write_all(self.names, data)
+            _write_all(self.names, data)  # a signal may cut a write short
         except BrokenPipeError:
             pass  # the child stopped on an error; __exit__ reports it
 

@@ -122,13 +122,14 @@ def write_status_csv(store: Store, stream: TextIO) -> None:
     rows = store.db.execute(
         "SELECT step, label, jobid, pid, workspace, state, attempts, started, ended, params FROM instances ORDER BY id")
     stamp, duration = lru_cache(maxsize=4096)(_stamp), lru_cache(maxsize=4096)(_duration)
-    writer.writerows(
-        (f"{step}_{label}" if label else step, jobid or pid or "--", workspace, _MAESTRO_STATE[state],
-         duration(None if started is None or ended is None else int(ended - started)),
-         duration(None if started is None or ended is None else int(ended - started)),
-         stamp(int(started or 0)), stamp(int(started or 0)), stamp(int(ended or 0)), max(attempts - 1, 0),
-         ";".join(f"{k}:{v}" for k, v in json.loads(params).items()) if params else "")
-        for step, label, jobid, pid, workspace, state, attempts, started, ended, params in rows)
+    for step, label, jobid, pid, workspace, state, attempts, started, ended, params in rows:
+        took = duration(None if started is None or ended is None else int(ended - started))
+        began = stamp(int(started or 0))
+        writer.writerow((
+            f"{step}_{label}" if label else step, jobid or pid or "--", workspace, _MAESTRO_STATE[state],
+            took, took, began, began, stamp(int(ended or 0)), max(attempts - 1, 0),
+            ";".join(f"{k}:{v}" for k, v in json.loads(params).items()) if params else "",
+        ))
 
 
 def _duration(seconds: int | None) -> str:

@@ -137,8 +137,7 @@ class JobRequest:
     """(first, last, max running at once) turns the job into a job array of last-first+1 tasks."""
 
 
-# ---------------------------------------------------------------- walltime (parse_walltime: legato.walltime)
-
+# ---------------------------------------------------------------- walltime
 
 def hms(seconds: int) -> str:
     """HH:MM:SS with hours allowed past 24, which PBS and Flux-style tools accept."""
