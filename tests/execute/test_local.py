@@ -253,13 +253,13 @@ def test_a_killed_conductors_worker_journals_its_instance_then_goes_and_starts_n
     journal = tmp_path / "journal"
     first, second = tmp_path / "i1", tmp_path / "i2"
     first.mkdir(), second.mkdir()
-    gate = tmp_path / "go"
-    worker = killed_conductor(
+    gate, marker = tmp_path / "go", first / "running"
+    worker = killed_conductor(  # killed once the instance runs: its Started comes as soon as it is sent
         f"e = LocalExecutor(1, tag='study', journal={str(journal)!r}); "
-        f"e.submit(Task(1, 'until [ -e {gate} ]; do sleep 0.05; done', {str(first)!r}, {str(first / 'out')!r}, "
-        f"{str(first / 'err')!r})); "
+        f"e.submit(Task(1, 'touch running; until [ -e {gate} ]; do sleep 0.05; done', {str(first)!r}, "
+        f"{str(first / 'out')!r}, {str(first / 'err')!r})); "
         f"e.submit(Task(2, 'touch ran', {str(second)!r}, {str(second / 'out')!r}, {str(second / 'err')!r})); ",
-        "e._workers[0].proc.pid")
+        f"next(e._workers[0].proc.pid for _ in iter(lambda: time.sleep(0.01), 1) if os.path.exists({str(marker)!r}))")
     time.sleep(0.5)
     assert _running(worker)  # it waits for its instance
     assert read_journal(str(journal)) == {}
