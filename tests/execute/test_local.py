@@ -216,11 +216,13 @@ def test_bad_input_is_a_legato_error(tmp_path: Path) -> None:
         LocalExecutor(0)
 
 
-def killed_conductor(setup: str, report: str) -> int:
-    """Run ``setup`` (making executor ``e``) in a child conductor, wait for the first start, print
-    ``report`` (``started`` is that event), then kill -9 the conductor; returns what it printed."""
+def killed_conductor(setup: str, report: str, marker: Path) -> int:
+    """Run ``setup`` (making executor ``e``) in a child conductor, wait for the first start and for
+    its instance to make ``marker`` (a Started comes as soon as the command is sent), print ``report``
+    (``started`` is that event), then kill -9 the conductor; returns what it printed."""
     code = ("import os, time; from legato.execute.local import LocalExecutor, Started, Task; " + setup +
-            "started = next(ev for ev in iter(lambda: e.poll(5), None) for ev in ev if isinstance(ev, Started)); "
+            "started = next(ev for ev in iter(lambda: e.poll(5), None) for ev in ev if isinstance(ev, Started))\n"
+            f"while not os.path.exists({str(marker)!r}): time.sleep(0.01)\n"
             f"print({report}, flush=True); time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     value = int(parent.stdout.readline())
@@ -236,7 +238,7 @@ def test_a_killed_conductor_leaves_its_instances_to_kill_leftovers(tmp_path: Pat
     pid = killed_conductor("e = LocalExecutor(1, tag='study'); "
                            f"e.submit(Task(1, 'touch running; sleep 30', {str(folder)!r}, {str(folder / 'out')!r}, "
                            f"{str(folder / 'err')!r})); ",
-                           f"next(started.pid for _ in iter(lambda: time.sleep(0.01), 1) if os.path.exists({str(marker)!r}))")
+                           "started.pid", marker)
     try:
         assert Path(f"/proc/{pid}").exists()
         assert kill_leftovers([pid], "someone-else") == 0 and Path(f"/proc/{pid}").exists()
@@ -254,12 +256,12 @@ def test_a_killed_conductors_worker_journals_its_instance_then_goes_and_starts_n
     first, second = tmp_path / "i1", tmp_path / "i2"
     first.mkdir(), second.mkdir()
     gate, marker = tmp_path / "go", first / "running"
-    worker = killed_conductor(  # killed once the instance runs: its Started comes as soon as it is sent
+    worker = killed_conductor(
         f"e = LocalExecutor(1, tag='study', journal={str(journal)!r}); "
         f"e.submit(Task(1, 'touch running; until [ -e {gate} ]; do sleep 0.05; done', {str(first)!r}, "
         f"{str(first / 'out')!r}, {str(first / 'err')!r})); "
         f"e.submit(Task(2, 'touch ran', {str(second)!r}, {str(second / 'out')!r}, {str(second / 'err')!r})); ",
-        f"next(e._workers[0].proc.pid for _ in iter(lambda: time.sleep(0.01), 1) if os.path.exists({str(marker)!r}))")
+        "e._workers[0].proc.pid", marker)
     time.sleep(0.5)
     assert _running(worker)  # it waits for its instance
     assert read_journal(str(journal)) == {}
