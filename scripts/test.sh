@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Install everything the tests need (PostgreSQL and SLURM servers, Python packages) and run them.
+# Install everything the tests need (PostgreSQL and SLURM servers, maestrowf, Python packages) and run them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-postgres.sh
 bash scripts/install-slurm.sh
+# maestrowf, the tool the differential tests compare with, in its own venv (never a legato dependency)
+export BENCH_VENV="${BENCH_VENV:-$PWD/.bench-venv}"
+bash benchmarks/setup.sh >/dev/null
 . scripts/venv.sh
 pip install -q -e ".[test]"
 status=0

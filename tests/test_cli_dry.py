@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 import legato as legato_package
+from tests import maestro
 from tests.test_spec import ERRORS
 
 SPECS = Path(__file__).resolve().parent / "specs"
-BENCH = Path("/work/bench-venv/bin")
 SAMPLE_PARGS = ["--pargs", "INDEX:param_combo", "--pargs", "CSV:params.csv", "--pargs", "DEBUG:true"]
 SAMPLE = ["run", "--dry", "batched_parameters_demo.yaml", "--pgen", "batched_demo_pgen.py", *SAMPLE_PARGS]
 
@@ -99,12 +99,11 @@ def test_sample_tree_layout_buckets_all_rows(sample_dir: Path) -> None:
     assert all(path.is_dir() and len(path.relative_to(step).parts) == 3 for path in listed)
 
 
-@pytest.mark.skipif(not (BENCH / "maestro").exists(), reason="maestrowf is not installed in /work/bench-venv")
 def test_sample_matches_maestro(sample_dir: Path) -> None:
+    maestro.require()
     args = ["run", "--dry", "batched_parameters_demo.yaml", "--pgen", "batched_demo_pgen.py", *SAMPLE_PARGS,
             "--pargs", "START:4", "--pargs", "NROWS:6"]
-    env = {**os.environ, "PATH": f"{BENCH}:{os.environ['PATH']}", "USER": os.environ.get("USER", "root")}
-    subprocess.run([str(BENCH / "maestro"), *args, "-fg", "-y", "-o", "maestro"], cwd=sample_dir, env=env,
+    subprocess.run([str(maestro.MAESTRO), *args, "-fg", "-y", "-o", "maestro"], cwd=sample_dir, env=maestro.env(),
                    capture_output=True, timeout=300, check=True, stdin=subprocess.DEVNULL)
     done = legato(*args, "-o", "legato", "--layout", "flat", cwd=sample_dir)
     assert done.returncode == 0, done.stderr

@@ -13,8 +13,8 @@ import pytest
 
 from legato import pgen_compat
 from legato.pgen_compat import ParameterGenerator, StudyEnvironment, Variable
+from tests import maestro
 
-BENCH_PYTHON = Path("/work/bench-venv/bin/python")
 
 PROBE = '''
 import json
@@ -73,12 +73,8 @@ def test_generator_defaults_and_combinations() -> None:
 
 
 def test_shim_matches_maestrowf() -> None:
-    ok = BENCH_PYTHON.exists() and subprocess.run(
-        [str(BENCH_PYTHON), "-c", "import maestrowf"], capture_output=True, timeout=60
-    ).returncode == 0
-    if not ok:
-        pytest.skip("maestrowf is not installed in /work/bench-venv")
-    real = subprocess.run([str(BENCH_PYTHON), "-c", PROBE], capture_output=True, text=True, timeout=120, check=True)
+    maestro.require()
+    real = subprocess.run([str(maestro.PYTHON), "-c", PROBE], capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(real.stdout) == probe_with_shim()
 
 

@@ -10,10 +10,10 @@ import pytest
 
 from legato.errors import LegatoError
 from legato.spec import Dependency, find_cycle, key_path, load_spec
+from tests import maestro
 
 SPECS = Path(__file__).resolve().parent / "specs"
 MAESTRO_SPECS = sorted(SPECS.glob("maestro_*.yaml"))
-BENCH_PYTHON = Path("/work/bench-venv/bin/python")
 
 HEAD = """\
 description:
@@ -318,27 +318,17 @@ def maestro_verdict(path: Path) -> tuple[bool, str]:
         "import sys\nfrom maestrowf.specification import YAMLSpecification\n"
         "spec = YAMLSpecification.load_specification(sys.argv[1])\nspec.verify()\n"
     )
-    done = subprocess.run([str(BENCH_PYTHON), "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    maestro.require()
+    done = subprocess.run([str(maestro.PYTHON), "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     return done.returncode == 0, done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
 
 
-def maestro_available() -> bool:
-    if not BENCH_PYTHON.exists():
-        return False
-    return subprocess.run([str(BENCH_PYTHON), "-c", "import maestrowf"], capture_output=True, timeout=60).returncode == 0
-
-
-needs_maestro = pytest.mark.skipif(not maestro_available(), reason="maestrowf is not installed in /work/bench-venv")
-
-
-@needs_maestro
 @pytest.mark.parametrize("path", MAESTRO_SPECS, ids=lambda p: p.name)
 def test_maestro_accepts_the_fixture_specs(path: Path) -> None:
     ok, detail = maestro_verdict(path)
     assert ok, detail
 
 
-@needs_maestro
 @pytest.mark.parametrize(
     "case", ["missing-cmd", "unknown-run-key", "unknown-step-key", "empty-study", "nodes-zero", "priority-unknown",
              "missing-description-name", "env-unknown-key", "unequal-parameters", "parameter-unknown-key"],

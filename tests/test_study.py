@@ -14,9 +14,9 @@ from legato.errors import LegatoError
 from legato.parameters import ParameterTable, from_spec
 from legato.spec import load_spec
 from legato.study import Instance, StudyPlan, study_env, substitute
+from tests import maestro
 
 SPECS = Path(__file__).resolve().parent / "specs"
-BENCH = Path("/work/bench-venv/bin")
 
 HEAD = """\
 description:
@@ -358,9 +358,9 @@ def test_instances_stream_and_the_plan_holds_no_scripts(write_spec, tmp_path: Pa
 
 def maestro_dry_run(spec: Path, out: Path) -> dict[str, str]:
     """Folder -> script body of every step instance of a Maestro ``run --dry``."""
-    env = {**os.environ, "PATH": f"{BENCH}:{os.environ['PATH']}", "USER": os.environ.get("USER", "root")}
-    subprocess.run([str(BENCH / "maestro"), "run", "--dry", "-fg", "-y", "-o", str(out), str(spec)],
-                   env=env, capture_output=True, timeout=300, check=True, stdin=subprocess.DEVNULL)
+    maestro.require()
+    subprocess.run([str(maestro.MAESTRO), "run", "--dry", "-fg", "-y", "-o", str(out), str(spec)],
+                   env=maestro.env(), capture_output=True, timeout=300, check=True, stdin=subprocess.DEVNULL)
     scripts = {}
     for script in out.rglob("*.sh"):
         if not script.name.endswith(".restart.sh"):
@@ -368,7 +368,6 @@ def maestro_dry_run(spec: Path, out: Path) -> dict[str, str]:
     return scripts
 
 
-@pytest.mark.skipif(not (BENCH / "maestro").exists(), reason="maestrowf is not installed in /work/bench-venv")
 @pytest.mark.parametrize("name", ["maestro_tokens.yaml", "maestro_lulesh.yaml"])
 def test_same_folders_and_scripts_as_maestro(tmp_path: Path, name: str) -> None:
     out = tmp_path / "maestro"
