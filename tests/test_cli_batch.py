@@ -11,7 +11,7 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from tests.campaign_files.checks import (
+from tests.campaign.files.checks import (
     HERE, assert_archives_verify, assert_each_row_once, assert_no_workspace, csv_rows, ledger_batches, legato, results,
     sqlite_from_csv,
 )

@@ -198,8 +198,8 @@ def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, inde
                   attempts, resume_dir, retry_failed, detach, **cluster) -> None:
     """Run SPEC over many parameter rows, --batch-size rows at a time: run, harvest, archive, clean."""
     from legato import api
-    from legato.campaign import CampaignOptions
-    from legato.diskguard import parse_size
+    from legato.campaign.options import CampaignOptions
+    from legato.campaign.diskguard import parse_size
 
     execution = {"jobs": jobs, "throttle": throttle, "attempts": attempts, "cluster": _cluster(**cluster)}
     if resume_dir:

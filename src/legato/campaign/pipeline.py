@@ -20,186 +20,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from legato import api, parameters
+from legato import parameters
+from legato.campaign.ledger import Batch, Ledger
+from legato.campaign.options import CampaignOptions, CampaignOutcome
+from legato.launch import execute
+from legato.prepare import prepare
 from legato.errors import LegatoError
 from legato.spec import ResultFile, Spec, load_spec
 from legato.store import Store
 from legato.study import study_env
 
 if TYPE_CHECKING:
-    from legato.rows import RowSource
-
-LEDGER = "campaign.db"
-LEDGER_VERSION = 2
-"""SQLite's user_version of a ledger this code reads (2: one instances row per source row, failed_rows per batch)."""
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS batches (
-    number INTEGER PRIMARY KEY, start INTEGER NOT NULL, nrows INTEGER NOT NULL, phase TEXT NOT NULL,
-    study TEXT NOT NULL, finished INTEGER, failed INTEGER, archive TEXT, sha256 TEXT, archive_bytes INTEGER,
-    members INTEGER, started REAL, ended REAL, retry_of INTEGER, failed_rows INTEGER
-);
-CREATE TABLE IF NOT EXISTS instances (
-    batch INTEGER NOT NULL, step TEXT NOT NULL, label TEXT NOT NULL, row_index TEXT, state TEXT NOT NULL,
-    reason TEXT, workspace TEXT NOT NULL, params TEXT
-);
-CREATE INDEX IF NOT EXISTS instances_batch ON instances (batch);
-CREATE INDEX IF NOT EXISTS instances_label ON instances (label);
-"""
-_FAILED_ROWS = """
-SELECT (SELECT count(*) FROM (SELECT DISTINCT row_index FROM instances
-                              WHERE batch = :batch AND state NOT IN ('finished', 'retried') AND params IS NOT NULL))
-     + (SELECT count(*) FROM instances
-        WHERE batch = :batch AND params IS NULL AND state IN ('failed', 'timedout', 'cancelled'))
-"""
-
-
-@dataclass
-class CampaignOptions:
-    """Everything a campaign needs to resume as it started; saved in the ledger."""
-
-    spec: str
-    batch_size: int
-    pgen: str | None = None
-    pargs: list[str] = field(default_factory=list)
-    rows: str | None = None
-    index: str | None = None
-    max_rows: int | None = None
-    results: str | None = None
-    result_files: list[str] = field(default_factory=list)  # STEP:FILE[:FORMAT]
-    archive: str | None = None
-    archive_format: str = "tar.gz"
-    no_archive: bool = False
-    keep_workspace: bool = False
-    on_failure: str = "continue"
-    min_free: int = 1 << 30
-    min_inodes: int = 100_000
-    layout: str = "tree"
-    fanout: int = 1000
-    cwd: str = field(default_factory=os.getcwd)
-
-
-@dataclass(frozen=True)
-class Batch:
-    number: int
-    start: int
-    nrows: int
-    phase: str
-    study: Path
-
-
-@dataclass
-class CampaignOutcome:
-    """What the CLI reports when a campaign stops (finished, stopped on failure, or cancelled)."""
-
-    folder: Path
-    batches: int
-    rows: int
-    failed: int
-    seconds: float
-    stopped: str | None = None
-    ran: int = 0  # rows (retried ones included) this process took through to cleaned: what the rate is made of
-    log: Path | None = None  # set when the driver went to the background
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.stopped
-
-    def summary(self) -> list[str]:
-        if self.log:
-            return [f"campaign driver started in the background; log: {self.log}",
-                    f"follow it with: legato status {self.folder}"]
-        rate = self.ran / self.seconds if self.seconds else 0.0
-        this_run = f" ({self.ran} this run)" if self.ran != self.rows else ""
-        lines = [f"{self.batches} batches, {self.rows} rows ({self.failed} failed){this_run} in {self.seconds:.1f} s, "
-                 f"{rate:.1f} rows/s"]
-        if self.stopped:
-            lines.append(f"stopped: {self.stopped}; continue with: legato batch --resume {self.folder}")
-        elif self.failed:
-            lines.append(f"failed rows: legato status {self.folder} --state failed; "
-                         f"rerun them: legato batch --resume {self.folder} --retry-failed")
-        return lines
-
-
-class Ledger:
-    """The campaign's record of batches and phases (one SQLite file in the campaign folder)."""
-
-    def __init__(self, folder: Path, create: bool = False) -> None:
-        self.folder = folder
-        path = folder / LEDGER
-        if not create and not path.is_file():
-            raise LegatoError(f"{folder}: not a legato campaign folder (no {LEDGER})")
-        try:
-            self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self._check_version(path)
-            self.db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise LegatoError(f"{path}: cannot read the campaign ledger: {exc}") from None
-
-    def _check_version(self, path: Path) -> None:
-        """A new ledger gets this code's format; an existing one must have it (its tables would not fit)."""
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'batches'").fetchone():
-            self.db.execute(f"PRAGMA user_version = {LEDGER_VERSION}")
-        elif version != LEDGER_VERSION:
-            self.db.close()
-            raise LegatoError(f"{path}: ledger format {version}, this legato reads format {LEDGER_VERSION}; "
-                              "finish the campaign with the legato version that started it")
-
-    def close(self) -> None:
-        self.db.close()
-
-    def set(self, **values) -> None:
-        self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()])
-
-    def get(self, key: str, default=None):
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
-
-    def batches(self, unfinished: bool = False) -> list[Batch]:
-        sql = "SELECT number, start, nrows, phase, study FROM batches"
-        sql += " WHERE phase != 'cleaned'" if unfinished else ""
-        return [Batch(n, s, r, p, Path(d)) for n, s, r, p, d in self.db.execute(sql + " ORDER BY number")]
-
-    def add_batch(self, number: int, start: int, nrows: int, study: Path, retry_of: int | None = None) -> Batch:
-        self.db.execute(
-            "INSERT INTO batches (number, start, nrows, phase, study, started, retry_of) VALUES (?, ?, ?, 'planned', ?, ?, ?)",
-            (number, start, nrows, str(study), time.time(), retry_of),
-        )
-        return Batch(number, start, nrows, "planned", study)
-
-    def advance(self, batch: Batch, phase: str, **columns) -> Batch:
-        assignments = ", ".join(f"{key} = ?" for key in ["phase", *columns])
-        self.db.execute(f"UPDATE batches SET {assignments} WHERE number = ?", (phase, *columns.values(), batch.number))
-        return Batch(batch.number, batch.start, batch.nrows, phase, batch.study)
-
-    def next_start(self) -> int:
-        row = self.db.execute("SELECT max(start + nrows) FROM batches WHERE retry_of IS NULL").fetchone()
-        return row[0] or 0
-
-    def next_number(self) -> int:
-        return (self.db.execute("SELECT max(number) FROM batches").fetchone()[0] or 0) + 1
-
-    def progress(self) -> tuple[int, int, int]:
-        """(batches, rows, archive bytes) done; a retry batch adds bytes but no rows: its rows were counted once already."""
-        done, rows, archived = self.db.execute(
-            "SELECT sum(retry_of IS NULL), sum(CASE WHEN retry_of IS NULL THEN nrows END), sum(archive_bytes) "
-            "FROM batches WHERE phase = 'cleaned'").fetchone()
-        return done or 0, rows or 0, archived or 0
-
-    def failed_rows(self) -> int:
-        """Rows of finished batches that some step did not finish, plus failed steps that stand for no row (funnels).
-
-        Each batch keeps its own count (set when harvested, cleared when retried), so this stays
-        one small sum however many instances the ledger holds.
-        """
-        return self.db.execute("SELECT coalesce(sum(failed_rows), 0) FROM batches WHERE phase = 'cleaned'").fetchone()[0]
-
-    def count_failed(self, number: int) -> None:
-        """Store batch ``number``'s failed rows; a skipped funnel is not counted: the failure that skipped it is."""
-        self.db.execute("UPDATE batches SET failed_rows = (" + _FAILED_ROWS + ") WHERE number = :batch", {"batch": number})
+    from legato.campaign.rows import RowSource
 
 
 class Campaign:
@@ -223,7 +55,7 @@ class Campaign:
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, retry_failed: bool = False) -> CampaignOutcome:
-        from legato.harvest import ResultSink
+        from legato.campaign.harvest import ResultSink
 
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         self.ledger.set(reason=None)
@@ -312,9 +144,9 @@ class Campaign:
                 table = self._batch_table(batch)
             if batch.study.exists():
                 shutil.rmtree(batch.study)  # a prepare cut short: the campaign owns its work folder
-            api.prepare(self.options.spec, out=batch.study, replace=True, table=table,
+            prepare(self.options.spec, out=batch.study, replace=True, table=table,
                         layout=self.options.layout, fanout=self.options.fanout)
-        return api.execute(batch.study, progress=False, **self.execution)
+        return execute(batch.study, progress=False, **self.execution)
 
     def _harvest(self, batch: Batch) -> Batch:
         rows, members = self._collect(batch)
@@ -354,7 +186,7 @@ class Campaign:
 
     def _results(self, folder: Path, step: str) -> dict[str, object]:
         """The declared result files of one instance, parsed and merged."""
-        from legato.harvest import parse_results
+        from legato.campaign.harvest import parse_results
 
         results: dict[str, object] = {}
         for declared in self.result_files.get(step, ()):
@@ -364,7 +196,7 @@ class Campaign:
     def _archive(self, batch: Batch) -> Batch:
         if self.options.no_archive:
             return self.ledger.advance(batch, "archived")
-        from legato.archive import write_archive
+        from legato.campaign.archive import write_archive
 
         folder = Path(self.options.archive) / self.name if self.options.archive else self.folder / "archives"
         folder.mkdir(parents=True, exist_ok=True)
@@ -391,7 +223,7 @@ class Campaign:
         raise LegatoError("a campaign needs rows: --rows SOURCE or --pgen FILE")
 
     def _source(self) -> RowSource:
-        from legato.rows import open_rows
+        from legato.campaign.rows import open_rows
 
         if self.source is None:
             assert self.options.rows is not None, "only a campaign over --rows has a row source"
@@ -463,7 +295,7 @@ class Campaign:
             self.ledger.count_failed(number)
 
     def _guard(self) -> None:
-        from legato.diskguard import check_room
+        from legato.campaign.diskguard import check_room
 
         paths = [str(self.folder)]
         if self.options.archive and not self.options.no_archive:
@@ -471,7 +303,7 @@ class Campaign:
         check_room(paths, self.options.min_free, self.options.min_inodes)
 
     def _report(self, batch: Batch) -> None:
-        from legato.diskguard import human_size
+        from legato.campaign.diskguard import human_size
 
         done, rows, archived = self.ledger.progress()
         retry = " (retry)" if self._is_retry(batch) else ""
@@ -546,12 +378,3 @@ def _result_files(spec: Spec, cli: list[str]) -> dict[str, tuple[ResultFile, ...
     return {step: tuple(entries) for step, entries in files.items()}
 
 
-def options_of(ledger: Ledger) -> CampaignOptions:
-    saved = ledger.get("options")
-    if saved is None:  # killed between creating the ledger and saving the options: nothing ran
-        raise LegatoError(f"{ledger.folder}: the campaign never started (no options saved); delete the folder and start it again")
-    return CampaignOptions(**saved)
-
-
-def save_options(ledger: Ledger, options: CampaignOptions) -> None:
-    ledger.set(options=asdict(options))

@@ -1,6 +1,6 @@
 """Batch campaigns through the Python API, and kill -9 at every phase followed by ``--resume``.
 
-The crash tests run the real CLI in a subprocess through ``campaign_files/crash.py``, which
+The crash tests run the real CLI in a subprocess through ``files/crash.py``, which
 wraps one function (a results write, an archive verification, the workspace removal...) so
 that the process SIGKILLs itself at an exact moment, sometimes after doing part of the work.
 Whatever the moment, the resumed campaign must hold every row exactly once and every archive
@@ -20,11 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from legato import api, campaign, diskguard
-from legato.campaign import CampaignOptions, Ledger
+from legato import api
+from legato.campaign import diskguard, ledger as campaign
+from legato.campaign.ledger import Ledger
+from legato.campaign.options import CampaignOptions
 from legato.errors import LegatoError
 from legato.status import campaign_summary
-from tests.campaign_files.checks import (
+from tests.campaign.files.checks import (
     HERE, assert_archives_verify, assert_each_row_once, assert_no_workspace, csv_rows, ledger_batches, legato,
     python_legato, results, source_env,
 )

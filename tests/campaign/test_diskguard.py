@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from legato import diskguard
-from legato.diskguard import check_room, parse_size
+from legato.campaign import diskguard
+from legato.campaign.diskguard import check_room, parse_size
 from legato.errors import LegatoError
 
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import sqlalchemy as sa
 
 from legato.errors import LegatoError
-from legato.rows import connect, first_line, split_url, sql_engine
+from legato.campaign.rows import connect, first_line, split_url, sql_engine
 
 TABLE = "results"
 INT, FLOAT, TEXT = 0, 1, 2

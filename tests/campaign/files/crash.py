@@ -13,10 +13,10 @@ import shutil
 import signal
 import sys
 
-import legato.api
-import legato.archive
-import legato.campaign
-import legato.harvest
+import legato.campaign.archive
+import legato.campaign.harvest
+import legato.campaign.pipeline
+import legato.prepare
 from legato.cli import main
 
 
@@ -66,26 +66,26 @@ def campaign_rmtree(nth: int, action) -> None:
 
     def rmtree(path, *args, **kwargs):
         caller = sys._getframe(1)
-        if caller.f_globals.get("__name__") == "legato.campaign" and caller.f_code.co_name == "_clean":
+        if caller.f_globals.get("__name__") == "legato.campaign.pipeline" and caller.f_code.co_name == "_clean":
             calls[0] += 1
             if calls[0] == nth:
                 action(original, path)
                 die()
         return original(path, *args, **kwargs)
 
-    legato.campaign.shutil.rmtree = rmtree
+    legato.campaign.pipeline.shutil.rmtree = rmtree
 
 
 POINTS = {
-    "prepare": lambda n: wrap(legato.api, "_write_plan", n, nothing),
-    "harvest-before": lambda n: wrap(legato.harvest.ResultSink, "write", n, nothing),
-    "harvest-inside": lambda n: wrap(legato.harvest.ResultSink, "_insert", n, first_record),
-    "harvest-after": lambda n: wrap(legato.harvest.ResultSink, "write", n, whole),
-    "archive-partial": lambda n: wrap(legato.archive, "_verify", n, nothing),
-    "archive-after": lambda n: wrap(legato.archive, "write_archive", n, whole),
+    "prepare": lambda n: wrap(legato.prepare, "_write_plan", n, nothing),
+    "harvest-before": lambda n: wrap(legato.campaign.harvest.ResultSink, "write", n, nothing),
+    "harvest-inside": lambda n: wrap(legato.campaign.harvest.ResultSink, "_insert", n, first_record),
+    "harvest-after": lambda n: wrap(legato.campaign.harvest.ResultSink, "write", n, whole),
+    "archive-partial": lambda n: wrap(legato.campaign.archive, "_verify", n, nothing),
+    "archive-after": lambda n: wrap(legato.campaign.archive, "write_archive", n, whole),
     "clean-partial": lambda n: campaign_rmtree(n, one_step_folder),
     "clean-after": lambda n: campaign_rmtree(n, lambda original, path: original(path)),
-    "retry-after": lambda n: wrap(legato.harvest.ResultSink, "drop_failed", n, nothing),
+    "retry-after": lambda n: wrap(legato.campaign.harvest.ResultSink, "drop_failed", n, nothing),
 }
 
 
