@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 import shutil
+import sqlite3
 from pathlib import Path
 
 import psycopg
@@ -12,7 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.campaign.files.checks import (
-    HERE, assert_archives_verify, assert_each_row_once, assert_no_workspace, csv_rows, ledger_batches, legato, results,
+    HERE,
+    assert_archives_verify,
+    assert_each_row_once,
+    assert_no_workspace,
+    csv_rows,
+    ledger_batches,
+    legato,
+    results,
     sqlite_from_csv,
 )
 

@@ -15,7 +15,13 @@ import os
 from pathlib import Path
 
 from legato.campaign.control import (
-    archive_get, archive_list, batch, cancel_campaign, export_results, is_campaign, resume_batch,
+    archive_get,
+    archive_list,
+    batch,
+    cancel_campaign,
+    export_results,
+    is_campaign,
+    resume_batch,
 )
 from legato.launch import ClusterOptions, execute
 from legato.launch import cancel as cancel_study

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from legato.errors import LegatoError
 from legato.campaign.harvest import ResultSink, parse_results
+from legato.errors import LegatoError
 from tests.servers.postgres import free_port
 
 

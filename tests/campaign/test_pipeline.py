@@ -21,14 +21,23 @@ from pathlib import Path
 import pytest
 
 from legato import api
-from legato.campaign import diskguard, ledger as campaign
+from legato.campaign import diskguard
+from legato.campaign import ledger as campaign
 from legato.campaign.ledger import Ledger
 from legato.campaign.options import CampaignOptions
 from legato.errors import LegatoError
 from legato.status import campaign_summary
 from tests.campaign.files.checks import (
-    HERE, assert_archives_verify, assert_each_row_once, assert_no_workspace, csv_rows, ledger_batches, legato,
-    python_legato, results, source_env,
+    HERE,
+    assert_archives_verify,
+    assert_each_row_once,
+    assert_no_workspace,
+    csv_rows,
+    ledger_batches,
+    legato,
+    python_legato,
+    results,
+    source_env,
 )
 
 SPEC = "batched_parameters_demo.yaml"

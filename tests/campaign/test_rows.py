@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from legato.campaign import rows
-from legato.errors import LegatoError
 from legato.campaign.rows import open_rows
+from legato.errors import LegatoError
 from tests.servers.postgres import free_port
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from legato.campaign.ledger import LEDGER, Ledger, options_of, save_options
 from legato.campaign.options import CampaignOutcome
 from legato.errors import LegatoError
-from legato.launch import ClusterOptions, _background, _execution_argv, _signal_holder, cancel as cancel_study
+from legato.launch import ClusterOptions, _background, _execution_argv, _signal_holder
+from legato.launch import cancel as cancel_study
 from legato.spec import load_spec
 from legato.workspace import study_folder
 
@@ -58,9 +59,9 @@ def _detach_campaign(folder: Path, execution: dict):
 def _check_campaign_inputs(spec, options) -> None:
     """Refuse bad rows or result declarations before a campaign folder exists, so a typo leaves nothing."""
 
-    from legato.campaign.pipeline import _result_files
+    from legato.campaign.harvest import result_files
 
-    _result_files(spec, options.result_files)
+    result_files(spec, options.result_files)
     if options.rows:
         from legato.campaign.rows import open_rows
 

@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+
 @dataclass
 class CampaignOptions:
     """Everything a campaign needs to resume as it started; saved in the ledger."""

@@ -9,24 +9,21 @@ unchanged) or from a CSV/SQL row source read a page at a time.
 """
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import shutil
 import signal
-import sqlite3
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 from legato import parameters
+from legato.campaign.harvest import ResultSink, collect, result_files
 from legato.campaign.ledger import Batch, Ledger
 from legato.campaign.options import CampaignOptions, CampaignOutcome
+from legato.errors import LegatoError
 from legato.launch import execute
 from legato.prepare import prepare
-from legato.errors import LegatoError
-from legato.spec import ResultFile, Spec, load_spec
+from legato.spec import load_spec
 from legato.store import Store
 from legato.study import study_env
 
@@ -45,7 +42,7 @@ class Campaign:
         self.execution = execution or {}  # api.execute's keywords: jobs, throttle, attempts, cluster
         self.log = log
         self.spec = load_spec(options.spec)
-        self.result_files = _result_files(self.spec, options.result_files)
+        self.result_files = result_files(self.spec, options.result_files)
         self.name = folder.name
         self.source: RowSource | None = None
         self.sink = None
@@ -55,7 +52,6 @@ class Campaign:
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, retry_failed: bool = False) -> CampaignOutcome:
-        from legato.campaign.harvest import ResultSink
 
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         self.ledger.set(reason=None)
@@ -149,7 +145,7 @@ class Campaign:
         return execute(batch.study, progress=False, **self.execution)
 
     def _harvest(self, batch: Batch) -> Batch:
-        rows, members = self._collect(batch)
+        rows, members = collect(batch.study, batch.number, batch.start, self.result_files)
         self.sink.write(self.name, batch.number, rows)
         with self.ledger.db:
             self.ledger.db.execute("BEGIN IMMEDIATE")
@@ -157,41 +153,6 @@ class Campaign:
             self.ledger.db.executemany("INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?)", members)
             self.ledger.count_failed(batch.number)
             return self.ledger.advance(batch, "harvested")
-
-    def _collect(self, batch: Batch) -> tuple[list[dict], list[tuple]]:
-        """One results row per source row and step, plus the ledger's record of where each instance lives.
-
-        Rows whose parameters a step does not tell apart share one instance (Maestro's rules), so
-        each of those rows gets that instance's state and results under its own index.
-        """
-        rows, members = [], []
-        with Store.of_study(batch.study) as store:
-            table, indexes = store.parameter_rows()
-            cursor = store.db.execute(
-                "SELECT step, label, row, workspace, state, returncode, started, ended, reason, params FROM instances ORDER BY id"
-            )
-            for _, instances in itertools.groupby(cursor, key=lambda record: record[0]):
-                for record, shared in _source_rows(list(instances), table):
-                    step, label, _, workspace, state, rc, started, ended, reason, _ = record
-                    results = self._results(batch.study / workspace, step)
-                    for row in shared:
-                        values = table[row] if row is not None else {}
-                        index = None if row is None else indexes[row] if indexes else str(batch.start + row)
-                        rows.append({"step": step, "label": label, "index": index, "state": state, "returncode": rc,
-                                     "started": started, "ended": ended, "reason": reason, "params": values,
-                                     "results": results})
-                        kept = json.dumps(values) if state != "finished" and row is not None else None
-                        members.append((batch.number, step, label, index, state, reason, workspace, kept))
-        return rows, members
-
-    def _results(self, folder: Path, step: str) -> dict[str, object]:
-        """The declared result files of one instance, parsed and merged."""
-        from legato.campaign.harvest import parse_results
-
-        results: dict[str, object] = {}
-        for declared in self.result_files.get(step, ()):
-            results.update(parse_results(str(folder / declared.file), declared.format))
-        return results
 
     def _archive(self, batch: Batch) -> Batch:
         if self.options.no_archive:
@@ -319,20 +280,6 @@ class Campaign:
                                self.ran)
 
 
-def _source_rows(instances: list[tuple], table: list[dict[str, str]]) -> Iterator[tuple[tuple, list[int | None]]]:
-    """Each instance of one step with the table rows it stands for (``[None]``: an unparameterized step)."""
-    if instances[0][-1] is None:
-        for record in instances:
-            yield record, [None]
-        return
-    names = list(json.loads(instances[0][-1]))
-    shared: dict[tuple, list[int | None]] = {}
-    for row, values in enumerate(table):
-        shared.setdefault(tuple(values[name] for name in names), []).append(row)
-    for record in instances:
-        yield record, shared[tuple(json.loads(record[-1]).values())]
-
-
 def _failed_rows(ledger: Ledger, number: int) -> dict[str, dict[str, str]]:
     """Row index -> parameters of every row of batch ``number`` that some step did not finish (once per row)."""
     rows: dict[str, dict[str, str]] = {}
@@ -357,24 +304,5 @@ def _study_state(study: Path) -> str | None:
         return None
     with Store.of_study(study) as store:
         return store.meta().get("state")
-
-
-def _result_files(spec: Spec, cli: list[str]) -> dict[str, tuple[ResultFile, ...]]:
-    """The spec's ``legato.results`` plus ``--result STEP:FILE[:FORMAT]`` entries.
-
-    A misspelt step would otherwise harvest nothing, silently, for the whole campaign.
-    """
-    files = {step: list(entries) for step, entries in spec.results.items()}
-    steps = {step.name for step in spec.steps}
-    for entry in cli:
-        parts = entry.split(":")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise LegatoError(f"--result {entry!r}: expected STEP:FILE or STEP:FILE:FORMAT")
-        if len(parts) == 3 and parts[2] not in ("json", "kv", "csv"):
-            raise LegatoError(f"--result {entry!r}: format must be json, kv or csv")
-        if parts[0] not in steps:
-            raise LegatoError(f"--result {entry!r}: the spec has no step {parts[0]!r} (steps: {', '.join(sorted(steps))})")
-        files.setdefault(parts[0], []).append(ResultFile(parts[1], parts[2] if len(parts) == 3 else None))
-    return {step: tuple(entries) for step, entries in files.items()}
 
 
