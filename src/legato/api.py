@@ -19,7 +19,6 @@ from legato.campaign.control import (
     archive_list,
     batch,
     cancel_campaign,
-    export_results,
     is_campaign,
     resume_batch,
 )
@@ -28,10 +27,36 @@ from legato.launch import cancel as cancel_study
 from legato.prepare import PreparedStudy, prepare
 
 __all__ = ["ClusterOptions", "PreparedStudy", "archive_get", "archive_list", "batch", "cancel", "execute",
-           "export_results", "prepare", "resume_batch"]
+           "export_results", "prepare", "report", "resume_batch", "show_results"]
 
 
 def cancel(root: str | os.PathLike, wait: float = 60.0) -> str:
     """Stop the conductor of a study, or the driver of a campaign; running instances are terminated and recorded."""
     root = Path(root).absolute()
     return cancel_campaign(root, wait) if is_campaign(root) else cancel_study(root, wait)
+
+
+def export_results(folder: str | os.PathLike, path: str, fmt: str, failed: bool = False) -> int:
+    """Write a campaign's results (or a study's instances) as csv, json or parquet to ``path`` (``-``: stdout)."""
+    from legato.report.tables import results, write_rows
+
+    with results(folder, failed) as (kinds, pages):
+        return write_rows(kinds, pages, path, fmt)
+
+
+def show_results(folder: str | os.PathLike, failed: bool = False) -> int:
+    """Print a campaign's results (or a study's instances) as a table on the terminal; returns the row count."""
+    import sys
+
+    from legato.report.tables import results, show_rows
+
+    with results(folder, failed) as (kinds, pages):
+        return show_rows(kinds, pages, sys.stdout, Path(folder).absolute().name)
+
+
+def report(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Write the self-contained HTML report of a campaign or study folder; returns its path."""
+    from legato.report.page import write_report
+
+    root = Path(folder).absolute()
+    return write_report(root, Path(out) if out else root / "report.html")

@@ -224,16 +224,37 @@ def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, inde
 
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the results as CSV.")
-@click.option("--parquet", "parquet_path", type=click.Path(dir_okay=False), help="Write the results as Parquet.")
-def results(folder, csv_path, parquet_path) -> None:
-    """Export a campaign FOLDER's results table."""
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, allow_dash=True), help="Write CSV to FILE (-: standard output).")
+@click.option("--parquet", "parquet_path", type=click.Path(dir_okay=False), help="Write Parquet to FILE.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of rows on standard output.")
+@click.option("--failed", is_flag=True, help="Only the rows that did not finish.")
+def results(folder, csv_path, parquet_path, as_json, failed) -> None:
+    """Show or export the results of a campaign FOLDER (or the instances of a study folder).
+
+    On a terminal: a table (the first and last rows of a large one); piped: CSV.
+    """
     from legato import api
 
-    if bool(csv_path) == bool(parquet_path):
-        raise click.UsageError("give one of --csv FILE or --parquet FILE")
-    path, fmt = (csv_path, "csv") if csv_path else (parquet_path, "parquet")
-    click.echo(f"{api.export_results(folder, path, fmt)} rows written to {path}")
+    chosen = [name for name, given in (("--csv", csv_path), ("--parquet", parquet_path), ("--json", as_json)) if given]
+    if len(chosen) > 1:
+        raise click.UsageError(f"give one of --csv, --parquet or --json, not {' and '.join(chosen)}")
+    path, fmt = (csv_path, "csv") if csv_path else (parquet_path, "parquet") if parquet_path else ("-", "json" if as_json else None)
+    if fmt is None and sys.stdout.isatty():
+        api.show_results(folder, failed=failed)
+        return
+    count = api.export_results(folder, path, fmt or "csv", failed=failed)
+    if path != "-":
+        click.echo(f"{count} rows written to {path}")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", type=click.Path(dir_okay=False), help="The HTML file.  [default: FOLDER/report.html]")
+def report(folder, out) -> None:
+    """Write one self-contained HTML page about a campaign (or study) FOLDER: summary, charts, failures."""
+    from legato import api
+
+    click.echo(f"report written to {api.report(folder, out)}")
 
 
 @main.group()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from legato.campaign.ledger import LEDGER, Ledger, options_of, save_options
 from legato.campaign.options import CampaignOutcome
@@ -11,6 +12,9 @@ from legato.launch import ClusterOptions, _background, _execution_argv, _signal_
 from legato.launch import cancel as cancel_study
 from legato.spec import load_spec
 from legato.workspace import study_folder
+
+if TYPE_CHECKING:
+    from legato.campaign.harvest import ResultSink
 
 CAMPAIGN_LOCK = ".campaign.lock"
 
@@ -119,21 +123,16 @@ def _absolute_rows(rows: str | None) -> str | None:
     return rows if rows is None or "://" in rows else _absolute(rows)
 
 
-def export_results(folder: str | os.PathLike, path: str, fmt: str) -> int:
-    """Write a campaign's results (the rows its harvests committed) as CSV or Parquet."""
+def results_sink(folder: Path) -> "ResultSink":
+    """The results table a campaign folder harvests into, with the campaign's index column."""
     from legato.campaign.harvest import ResultSink
 
-    folder = Path(folder).absolute()
     ledger = Ledger(folder)
     try:
-        url = options_of(ledger).results or f"sqlite:///{folder / 'results.db'}"
+        options = options_of(ledger)
     finally:
         ledger.close()
-    sink = ResultSink(url)
-    try:
-        return sink.export(folder.name, path, fmt)
-    finally:
-        sink.close()
+    return ResultSink(options.results or f"sqlite:///{folder / 'results.db'}", index=options.index)
 
 
 def archive_list(folder: str | os.PathLike, label: str | None = None) -> list[str]:

@@ -1,8 +1,9 @@
 """Results files parsed and written, one row per instance, into one SQLite or PostgreSQL table.
 
 The table ``results`` is plain SQL so that pandas, DuckDB or psql read it with no legato code:
-fixed columns, then one column per parameter and one per result key, added as they first
-appear. A column's type only ever widens (integer -> double -> text), so a later batch with a
+fixed columns (the row source's index under its own name, times as ISO-8601 text with the
+zone), then one column per parameter and one per result key, added as they first appear; the
+small table ``result_columns`` says which column is a parameter and which a result. A column's type only ever widens (integer -> double -> text), so a later batch with a
 float or a word where earlier batches had integers never fails; PostgreSQL columns are altered,
 SQLite stores any value in any column anyway. Writing a batch replaces that batch's rows
 inside one transaction (schema changes included), so a crash mid-write leaves the old rows or
@@ -31,9 +32,13 @@ from legato.store import Store
 TABLE = "results"
 INT, FLOAT, TEXT = 0, 1, 2
 """Column kinds, in widening order."""
-FIXED = {"campaign": TEXT, "batch": INT, "step": TEXT, "label": TEXT, "row_index": TEXT, "state": TEXT,
-         "returncode": INT, "started": FLOAT, "ended": FLOAT, "reason": TEXT}
-"""Every instance's bookkeeping; ``started``/``ended`` are seconds since the epoch."""
+INDEX = "row_index"
+"""The index column's name when the rows have no index column of their own (the row's number)."""
+FIXED = {"campaign": TEXT, "batch": INT, "step": TEXT, "label": TEXT, INDEX: INT, "state": TEXT,
+         "returncode": INT, "started": TEXT, "ended": TEXT, "reason": TEXT}
+"""Every instance's bookkeeping; ``started``/``ended`` are ISO-8601 with the local zone's offset."""
+ROLES = "result_columns"
+"""Table of (name, role): ``parameter`` or ``result``, so readers tell inputs from outputs."""
 PAGE = 5000
 _SQL_TYPES: dict[int, sa.types.TypeEngine[Any]] = {INT: sa.BigInteger(), FLOAT: sa.Double(), TEXT: sa.Text()}
 _INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
@@ -198,9 +203,12 @@ def result_files(spec: Spec, cli: list[str]) -> dict[str, tuple[ResultFile, ...]
 class ResultSink:
     """The ``results`` table behind ``sqlite:///abs/path.db`` or ``postgresql://user:pw@host:port/db``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, index: str | None = None) -> None:
+        """``index``: the row source's index column, kept under its own name (else ``row_index``)."""
         sa_url, _ = split_url(url)
         self.where = sa_url.render_as_string(hide_password=True)
+        self.index = index or INDEX
+        self.fixed = {(self.index if name == INDEX else name): kind for name, kind in FIXED.items()}
         self._postgres = sa_url.get_backend_name() == "postgresql"
         if self._postgres:
             self._engine = sql_engine(sa_url)
@@ -211,18 +219,23 @@ class ResultSink:
             self._engine = sql_engine(sa_url, connect_args={"timeout": 60})
             _sqlite_transactions(self._engine)
         with self._transaction() as conn:
-            sa.Table(TABLE, sa.MetaData(), *(sa.Column(name, _SQL_TYPES[kind]) for name, kind in FIXED.items()),
-                     sa.Index(f"{TABLE}_campaign_batch", "campaign", "batch")).create(conn, checkfirst=True)
+            metadata = sa.MetaData()
+            sa.Table(TABLE, metadata, *(sa.Column(name, _SQL_TYPES[kind]) for name, kind in self.fixed.items()),
+                     sa.Index(f"{TABLE}_campaign_batch", "campaign", "batch"))
+            sa.Table(ROLES, metadata, sa.Column("name", sa.Text(), primary_key=True), sa.Column("role", sa.Text()))
+            metadata.create_all(conn, checkfirst=True)
 
     def write(self, campaign: str, batch: int, rows: list[dict[str, Any]]) -> None:
         """Replace the rows of (campaign, batch) with these, atomically."""
-        clash = {name.casefold() for name in FIXED} | {p.casefold() for row in rows for p in row["params"]}
-        records = [_record(campaign, batch, row, clash) for row in rows]
+        clash = {name.casefold() for name in self.fixed} | {p.casefold() for row in rows for p in row["params"]}
+        roles: dict[str, str] = {}
+        records = [_record(campaign, batch, row, clash, self.index, roles) for row in rows]
         with self._transaction() as conn:
-            columns = self._columns(conn, records)
+            columns = self._columns(conn, records, roles)
             table = sa.table(TABLE, sa.column("campaign"), sa.column("batch"))
             conn.execute(sa.delete(table).where(table.c.campaign == campaign, table.c.batch == batch))
             self._insert(conn, columns, records)
+            self._record_roles(conn, roles)
 
     def drop_failed(self, campaign: str, batch: int, rows: Sequence[str] = ()) -> int:
         """Remove a batch's unfinished rows once a retry batch holds their new results; returns how many went.
@@ -230,13 +243,13 @@ class ResultSink:
         The retry batch ran every step of a failed row again, so the rows given by index go whole,
         their finished steps included; else those steps would be in the table twice.
         """
-        table = sa.table(TABLE, sa.column("campaign"), sa.column("batch"), sa.column("state"), sa.column("row_index"))
+        table = sa.table(TABLE, sa.column("campaign"), sa.column("batch"), sa.column("state"), sa.column(self.index))
         mine = sa.and_(table.c.campaign == campaign, table.c.batch == batch)
         with self._transaction() as conn:
             gone = conn.execute(sa.delete(table).where(mine, table.c.state.is_distinct_from("finished"))).rowcount
             for start in range(0, len(rows), _IN_LIST):
-                chunk = list(rows[start:start + _IN_LIST])
-                gone += conn.execute(sa.delete(table).where(mine, table.c.row_index.in_(chunk))).rowcount
+                chunk = [index_value(index) for index in rows[start:start + _IN_LIST]]
+                gone += conn.execute(sa.delete(table).where(mine, table.c[self.index].in_(chunk))).rowcount
             return gone
 
     def batches(self, campaign: str) -> set[int]:
@@ -245,21 +258,36 @@ class ResultSink:
             found = conn.execute(sa.select(table.c.batch).where(table.c.campaign == campaign).distinct())
             return {int(batch) for batch in found.scalars()}
 
-    def export(self, campaign: str | None, path: str, fmt: str) -> int:
-        """Write the table (one campaign or all) to a CSV or Parquet file, a page at a time; returns the row count."""
-        if fmt not in ("csv", "parquet"):
-            raise LegatoError(f"export format {fmt!r}: expected csv or parquet")
+    @contextmanager
+    def read(self, campaign: str | None, failed: bool = False
+             ) -> Iterator[tuple[dict[str, int], Iterator[Sequence[sa.Row]]]]:
+        """The table (one campaign or all; only unfinished rows if ``failed``) as column kinds and pages of rows.
+
+        Rows come in index order (then step and label), the order of the source's rows.
+        """
         with self._transaction(write=False) as conn:
             kinds = self._export_kinds(conn, campaign)
             table = sa.table(TABLE, *(sa.column(name) for name in kinds))
-            query = sa.select(table).order_by(*(table.c[name] for name in ("campaign", "batch", "step", "label")))
+            order = [name for name in ("campaign", self.index, "batch", "step", "label") if name in kinds]
+            query = sa.select(table).order_by(*(table.c[name] for name in order))
             if campaign is not None:
                 query = query.where(table.c.campaign == campaign)
-            pages = conn.execution_options(stream_results=True, yield_per=PAGE).execute(query).partitions()
-            try:
-                return (_write_csv if fmt == "csv" else _write_parquet)(path, kinds, pages)
-            except OSError as exc:
-                raise LegatoError(f"cannot write {path}: {exc.strerror or exc}") from None
+            if failed:
+                query = query.where(table.c.state.is_distinct_from("finished"))
+            yield kinds, conn.execution_options(stream_results=True, yield_per=PAGE).execute(query).partitions()
+
+    def roles(self) -> dict[str, str]:
+        """Column name -> ``parameter`` or ``result``."""
+        table = sa.table(ROLES, sa.column("name"), sa.column("role"))
+        with self._transaction(write=False) as conn:
+            return dict(conn.execute(sa.select(table.c.name, table.c.role)).all())
+
+    def export(self, campaign: str | None, path: str, fmt: str) -> int:
+        """Write the table (one campaign or all) to a CSV or Parquet file, a page at a time; returns the row count."""
+        from legato.report.tables import write_rows
+
+        with self.read(campaign) as (kinds, pages):
+            return write_rows(kinds, pages, path, fmt)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -274,7 +302,7 @@ class ResultSink:
             except sa.exc.DBAPIError as exc:
                 raise LegatoError(f"results database {self.where}: {first_line(exc)}") from None
 
-    def _columns(self, conn: sa.Connection, records: list[dict[str, object]]) -> dict[str, int]:
+    def _columns(self, conn: sa.Connection, records: list[dict[str, object]], roles: dict[str, str]) -> dict[str, int]:
         """Columns the records need, added or widened; records are renamed to existing spellings (SQLite ignores case)."""
         existing = {col["name"]: _kind_of(col["type"]) for col in sa.inspect(conn).get_columns(TABLE)}
         fold = (lambda name: name) if self._postgres else str.casefold
@@ -285,6 +313,8 @@ class ResultSink:
                 actual = spelled.setdefault(fold(name), name)
                 if actual != name:
                     record[actual] = record.pop(name)
+                    if name in roles:
+                        roles[actual] = roles.pop(name)
                 needed[actual] = max(needed.get(actual, INT), _kind(record[actual]))
         for name, kind in needed.items():
             if name not in existing:
@@ -292,6 +322,14 @@ class ResultSink:
             elif kind > existing[name] and self._postgres:
                 self._alter(conn, "ALTER COLUMN {name} TYPE {type} USING {name}::{type}", name, kind)
         return {name: max(kind, existing.get(name, INT)) for name, kind in needed.items()}
+
+    def _record_roles(self, conn: sa.Connection, roles: dict[str, str]) -> None:
+        """Name each parameter and result column once; a name keeps the role it was first given."""
+        table = sa.table(ROLES, sa.column("name"), sa.column("role"))
+        known = set(conn.execute(sa.select(table.c.name)).scalars())
+        new = [{"name": name, "role": role} for name, role in roles.items() if name not in known]
+        if new:
+            conn.execute(sa.insert(table), new)
 
     def _alter(self, conn: sa.Connection, change: str, name: str, kind: int) -> None:
         if not name or (self._postgres and len(name.encode()) > _PG_NAME_BYTES):
@@ -307,7 +345,7 @@ class ResultSink:
         statement = sa.insert(table).values({name: sa.bindparam(f"p{i}") for i, name in enumerate(names)})
         for start in range(0, len(records), PAGE):
             page = records[start:start + PAGE]
-            conn.execute(statement, [{f"p{i}": _cast(rec.get(name), columns[name]) for i, name in enumerate(names)}
+            conn.execute(statement, [{f"p{i}": cast_value(rec.get(name), columns[name]) for i, name in enumerate(names)}
                                      for rec in page])
 
     def _export_kinds(self, conn: sa.Connection, campaign: str | None) -> dict[str, int]:
@@ -346,8 +384,9 @@ def _sqlite_transactions(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("legato_write") else "BEGIN")
 
 
-def _record(campaign: str, batch: int, row: dict[str, Any], clash: set[str]) -> dict[str, object]:
-    """One instance as column -> value.
+def _record(campaign: str, batch: int, row: dict[str, Any], clash: set[str], index: str,
+            roles: dict[str, str]) -> dict[str, object]:
+    """One instance as column -> value; ``roles`` gathers which column is a parameter and which a result.
 
     Names are compared without case (SQLite ignores it, and a table should not change shape with
     the backend): a parameter named like a fixed column becomes ``param_<name>``; a result key
@@ -355,21 +394,32 @@ def _record(campaign: str, batch: int, row: dict[str, Any], clash: set[str]) -> 
     """
     record: dict[str, object] = {
         "campaign": campaign, "batch": batch, "step": row["step"], "label": row["label"],
-        "row_index": row.get("index"), "state": row["state"], "returncode": row["returncode"],
-        "started": _epoch(row["started"]), "ended": _epoch(row["ended"]), "reason": row.get("reason"),
+        index: index_value(row.get("index")), "state": row["state"], "returncode": row["returncode"],
+        "started": iso_time(row["started"]), "ended": iso_time(row["ended"]), "reason": row.get("reason"),
     }
+    fixed = {name.casefold() for name in record}
     for name, value in row["params"].items():
-        record[f"param_{name}" if name.casefold() in FIXED else name] = _plain(to_number(value) if isinstance(value, str) else value)
+        column = f"param_{name}" if name.casefold() in fixed else name
+        record[column] = _plain(to_number(value) if isinstance(value, str) else value)
+        roles.setdefault(column, "parameter")
     for key, value in (row.get("results") or {}).items():
-        record[f"{row['step']}_{key}" if key.casefold() in clash else key] = _plain(value)
+        column = f"{row['step']}_{key}" if key.casefold() in clash else key
+        record[column] = _plain(value)
+        roles.setdefault(column, "result")
     return record
 
 
-def _epoch(value: object) -> float | None:
-    if value is None or isinstance(value, (int, float)):
+def index_value(index: object) -> object:
+    """A row's index as its source had it: a CSV's ``17`` is the number 17 (so rows sort 9, 10, 11), ``007`` stays text."""
+    return to_number(index) if isinstance(index, str) else index
+
+
+def iso_time(value: object) -> str | None:
+    """Seconds since the epoch (or a datetime) as ISO-8601 in the local zone, with its offset: readable and exact."""
+    if value is None or isinstance(value, str):
         return value
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return moment.timestamp()
+    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(float(value))
+    return moment.astimezone().isoformat(timespec="milliseconds")
 
 
 def _plain(value: object) -> object:
@@ -393,38 +443,9 @@ def _kind_of(sql_type: sa.types.TypeEngine) -> int:
     return FLOAT if isinstance(sql_type, (sa.Float, sa.Numeric)) else TEXT
 
 
-def _cast(value: object, kind: int) -> object:
+def cast_value(value: object, kind: int) -> object:
     if value is None or kind == INT:
         return value
     if kind == FLOAT:
         return float(value) if isinstance(value, int) else value
     return value if isinstance(value, str) else str(value)
-
-
-def _write_csv(path: str, kinds: dict[str, int], pages: Iterator[Sequence[sa.Row]]) -> int:
-    count = 0
-    with open(path, "w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(list(kinds))
-        for page in pages:
-            writer.writerows(["" if value is None else value for value in row] for row in page)
-            count += len(page)
-    return count
-
-
-def _write_parquet(path: str, kinds: dict[str, int], pages: Iterator[Sequence[sa.Row]]) -> int:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise LegatoError("Parquet export needs pyarrow: pip install 'legato[parquet]'") from None
-    arrow_types = {INT: pa.int64(), FLOAT: pa.float64(), TEXT: pa.string()}
-    schema = pa.schema([(name, arrow_types[kind]) for name, kind in kinds.items()])
-    count = 0
-    with pq.ParquetWriter(path, schema) as writer:
-        for page in pages:
-            columns = [pa.array([_cast(row[i], kind) for row in page], type=arrow_types[kind])
-                       for i, kind in enumerate(kinds.values())]
-            writer.write_table(pa.Table.from_arrays(columns, schema=schema))
-            count += len(page)
-    return count

@@ -56,7 +56,8 @@ class Campaign:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         self.ledger.set(reason=None)
         try:
-            self.sink = ResultSink(self.options.results or f"sqlite:///{self.folder / 'results.db'}")
+            self.sink = ResultSink(self.options.results or f"sqlite:///{self.folder / 'results.db'}",
+                                   index=self.options.index)
             outcome = self._outcome(self._loop(retry_failed))
         except LegatoError as error:
             self.ledger.set(state="stopped", reason=str(error))  # a full disk or a lost database: resumable
