@@ -20,7 +20,7 @@ CAMPAIGN_LOCK = ".campaign.lock"
 
 
 def batch(options, *, out: str | os.PathLike | None = None, execution: dict | None = None, detach: bool = False,
-          log=print):
+          log=print, progress: bool = True):
     """Start a batch campaign (``legato batch``): returns its ``CampaignOutcome``.
 
     ``execution`` holds ``execute``'s keywords (jobs, throttle, attempts, cluster) for every batch.
@@ -48,7 +48,7 @@ def batch(options, *, out: str | os.PathLike | None = None, execution: dict | No
     ledger.close()
     if detach:
         return _detach_campaign(folder, execution or {})
-    return resume_batch(folder, execution=execution, log=log)
+    return resume_batch(folder, execution=execution, log=log, progress=progress)
 
 
 def _detach_campaign(folder: Path, execution: dict):
@@ -73,8 +73,11 @@ def _check_campaign_inputs(spec, options) -> None:
 
 
 def resume_batch(folder: str | os.PathLike, *, execution: dict | None = None, retry_failed: bool = False,
-                 guard: dict | None = None, detach: bool = False, log=print):
-    """Continue a campaign exactly where it stopped; ``guard`` may lower min_free/min_inodes."""
+                 guard: dict | None = None, detach: bool = False, log=print, progress: bool = True):
+    """Continue a campaign exactly where it stopped; ``guard`` may lower min_free/min_inodes.
+
+    ``progress``: a live bar on a terminal (plain lines every few seconds otherwise) on standard output.
+    """
     if detach:
         if retry_failed or guard:
             raise LegatoError("--detach with --resume takes no --retry-failed, --min-free or --min-inodes")
@@ -104,8 +107,15 @@ def resume_batch(folder: str | os.PathLike, *, execution: dict | None = None, re
         os.chdir(options.cwd)  # relative paths in pargs (a pgen's CSV) mean what they meant at the start
         ledger.set(pid=os.getpid(), state="running")
         from legato.campaign.pipeline import Campaign
+        from legato.progress import campaign_reporter
 
-        outcome = Campaign(folder, options, ledger, execution, log).run(retry_failed)
+        campaign = Campaign(folder, options, ledger, execution, log)
+        campaign.on_progress = campaign_reporter() if progress else None
+        try:
+            outcome = campaign.run(retry_failed)
+        finally:
+            if campaign.on_progress:
+                campaign.on_progress.close()
         ledger.set(state="finished" if outcome.ok else ("stopped" if outcome.stopped else "failed"))
         return outcome
     finally:

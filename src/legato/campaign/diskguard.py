@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from legato.errors import LegatoError
+
+if TYPE_CHECKING:
+    from legato.campaign.ledger import Ledger
 
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
@@ -74,3 +77,20 @@ def _check_one(target: str, stats: os.statvfs_result, min_free_bytes: int, min_f
         raise LegatoError(
             f"not enough inodes on {target}: {stats.f_favail} free, --min-free-inodes is {min_free_inodes}"
         )
+
+
+def note_high_water(ledger: "Ledger", path: str) -> dict[str, int]:
+    """Keep in the ledger the most bytes and inodes ever in use on the campaign folder's file system (the report shows them).
+
+    Sampled whenever the driver reports progress, so a short peak between samples may be missed.
+    """
+    try:
+        stats = os.statvfs(existing_parent(path))
+    except OSError:
+        return ledger.get("high_water") or {}  # the guard itself reports an unreadable file system
+    used = {"bytes": (stats.f_blocks - stats.f_bfree) * stats.f_frsize, "inodes": stats.f_files - stats.f_ffree}
+    known = ledger.get("high_water") or {}
+    high = {key: max(value, known.get(key, 0)) for key, value in used.items()}
+    if high != known:
+        ledger.set(high_water=high)
+    return high

@@ -23,6 +23,7 @@ from legato.campaign.options import CampaignOptions, CampaignOutcome
 from legato.errors import LegatoError
 from legato.launch import execute
 from legato.prepare import prepare
+from legato.progress import CampaignProgress, campaign_snapshot
 from legato.spec import load_spec
 from legato.store import Store
 from legato.study import study_env
@@ -49,6 +50,7 @@ class Campaign:
         self.started = time.time()
         self.ran = 0
         self.cancelled = False
+        self.on_progress: Callable[[CampaignProgress], None] | None = None
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, retry_failed: bool = False) -> CampaignOutcome:
@@ -265,7 +267,11 @@ class Campaign:
         check_room(paths, self.options.min_free, self.options.min_inodes)
 
     def _report(self, batch: Batch) -> None:
-        from legato.campaign.diskguard import human_size
+        from legato.campaign.diskguard import human_size, note_high_water
+
+        note_high_water(self.ledger, str(self.folder))
+        if self.on_progress:
+            self.on_progress(campaign_snapshot(self.ledger, self.started, self.ran))
 
         done, rows, archived = self.ledger.progress()
         retry = " (retry)" if self._is_retry(batch) else ""

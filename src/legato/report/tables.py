@@ -175,7 +175,8 @@ def show_rows(kinds: dict[str, int], pages: Pages, stream: IO[str], title: str) 
             count += 1
     table = Table(title=title, caption=f"{count} row{'s' if count != 1 else ''}")
     for name, kind in kinds.items():
-        table.add_column(name, justify="left" if kind == TEXT else "right", overflow="fold")
+        table.add_column(name, justify="left" if kind == TEXT else "right", no_wrap=True, overflow="ellipsis",
+                         min_width=min(len(name), 8))
     for row in head:
         table.add_row(*_cells(row))
     if count > 2 * SHOWN:
