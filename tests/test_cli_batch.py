@@ -17,6 +17,7 @@ from tests.campaign.files.checks import (
     assert_each_row_once,
     assert_no_workspace,
     csv_rows,
+    index_of,
     ledger_batches,
     legato,
     results,
@@ -162,7 +163,7 @@ def test_on_failure_continue_then_retry_failed(sample_dir):
     assert done.returncode == 1 and f"7 batches, 20 rows ({len(bad)} failed)" in done.stdout, done.stdout + done.stderr
     assert "--retry-failed" in done.stdout
     failed = [row for row in results(sample_dir / "camp") if row["state"] != "finished"]
-    assert {row["row_index"] for row in failed} == bad
+    assert {index_of(row) for row in failed} == bad
     assert {(row["state"], row["reason"]) for row in failed} == {("failed", "exit code 3")}
     assert (status(sample_dir)["failed"], status(sample_dir)["finished"]) == (len(bad), 20 - len(bad))
     listing = legato("status", "camp", "--state", "failed", cwd=sample_dir).stdout.splitlines()

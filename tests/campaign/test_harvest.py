@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from datetime import datetime
 import sqlite3
 
 import pyarrow.parquet as pq
@@ -63,7 +64,7 @@ def sink_url(request, tmp_path) -> str:
     url = request.getfixturevalue("postgres_url")
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE IF EXISTS results")
+        conn.exec_driver_sql("DROP TABLE IF EXISTS results, result_columns")
     engine.dispose()
     return url
 
@@ -93,8 +94,8 @@ def test_columns_per_parameter_and_result_with_numbers_as_numbers(sink_url):
     sink.write("camp", 0, BATCH)
     first, second = table_rows(sink_url)
     assert first["campaign"] == "camp" and first["batch"] == 0 and first["label"] == "P.1"
-    assert first["row_index"] == "1" and first["state"] == "finished" and first["returncode"] == 0
-    assert first["started"] == 1700000000.25 and first["reason"] is None
+    assert first["row_index"] == 1 and first["state"] == "finished" and first["returncode"] == 0
+    assert datetime.fromisoformat(first["started"]).timestamp() == 1700000000.25 and first["reason"] is None
     assert first["PARAM1"] == 94 and first["NAME"] == "a"
     assert first["sim_PARAM1"] == 7 and first["sim_state"] == "x" and first["mesh.cells"] == 10
     assert first["energy"] == 1.0 and second["energy"] == 2.5 and second["series"] == "[1, 2]"
@@ -145,6 +146,30 @@ def test_drop_failed_removes_only_unfinished_rows_of_one_batch(sink_url):
     assert sink.drop_failed("camp", 0) == 1
     assert sink.drop_failed("camp", 0) == 0
     assert [(row["batch"], row["label"]) for row in table_rows(sink_url)] == [(0, "P.1"), (0, "P.2"), (1, "P.3")]
+    sink.close()
+
+
+def test_index_keeps_its_name_and_type_and_rows_come_in_index_order(sink_url, tmp_path):
+    """Rows 0..11 over two batches: sorted as numbers (0, 1, 2, ..., 10, 11), not as text (0, 1, 10, 11, 2)."""
+    sink = ResultSink(sink_url, index="param_combo")
+    for batch, rows in ((1, range(6, 12)), (0, range(6))):
+        sink.write("camp", batch, [instance(f"P.{row}", {"X": str(row)}, {"y": row * 0.5}, index=str(row)) for row in rows])
+    exported = tmp_path / "camp.csv"
+    assert sink.export("camp", str(exported), "csv") == 12
+    with open(exported, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["param_combo"] for row in rows] == [str(n) for n in range(12)]
+    assert "row_index" not in rows[0]
+    started = datetime.fromisoformat(rows[0]["started"])
+    assert started.tzinfo is not None and started.timestamp() == 1700000000.25
+    assert table_rows(sink_url)[0]["param_combo"] == 0  # an integer column, not text
+    assert sink.roles() == {"X": "parameter", "y": "result"}
+    with sink.read("camp", failed=True) as (_, pages):
+        assert [row for page in pages for row in page] == []
+    sink.write("camp", 2, [instance("P.x", {"X": "1"}, {}, index="x7", state="failed")])
+    with sink.read("camp", failed=True) as (kinds, pages):
+        assert [row[list(kinds).index("param_combo")] for page in pages for row in page] == ["x7"]
+    assert sink.drop_failed("camp", 1, ["6", "7"]) == 2
     sink.close()
 
 

@@ -33,6 +33,7 @@ from tests.campaign.files.checks import (
     assert_each_row_once,
     assert_no_workspace,
     csv_rows,
+    index_of,
     ledger_batches,
     legato,
     python_legato,
@@ -154,7 +155,7 @@ def test_failed_rows_recorded_then_retried_once(sample_dir):
     (sample_dir / "fail.flag").touch()
     outcome, _ = run_batch(sample_dir / "camp", spec=spec)
     assert not outcome.ok and outcome.failed == len(failing_rows(sample_dir)) and outcome.stopped is None
-    failed = {str(row["row_index"]): row for row in results(sample_dir / "camp") if row["state"] != "finished"}
+    failed = {index_of(row): row for row in results(sample_dir / "camp") if row["state"] != "finished"}
     assert set(failed) == failing_rows(sample_dir)
     assert all(row["reason"] == "exit code 3" and row["returncode"] == 3 for row in failed.values())
     summary = campaign_summary(sample_dir / "camp")
@@ -198,21 +199,21 @@ def test_rows_sharing_an_instance_each_get_a_result_row_and_a_retry(sample_dir):
     assert (outcome.rows, outcome.failed) == (6, 2)
     harvested = results(sample_dir / "camp")
     for step in ("pair", "single"):
-        mine = {row["row_index"]: row for row in harvested if row["step"] == step}
+        mine = {index_of(row): row for row in harvested if row["step"] == step}
         assert sorted(mine) == sorted(rows) and len(mine) == len([r for r in harvested if r["step"] == step])
         assert all((str(row["P"]), str(row["Q"])) == rows[key] for key, row in mine.items())
-    single = {row["row_index"]: row["seen"] for row in harvested if row["step"] == "single"}
+    single = {index_of(row): row["seen"] for row in harvested if row["step"] == "single"}
     assert single == {key: p for key, (p, _) in rows.items()}  # text: "pair" wrote words to the same column
-    assert {row["row_index"] for row in harvested if row["state"] == "failed"} == {"e", "f"}
+    assert {index_of(row) for row in harvested if row["state"] == "failed"} == {"e", "f"}
 
     (sample_dir / "fail.flag").unlink()
     retried = api.resume_batch(sample_dir / "camp", retry_failed=True, log=lambda line: None)
     assert retried.ok and (retried.rows, retried.failed) == (6, 0)
     harvested = results(sample_dir / "camp")
-    pair = {row["row_index"]: row["seen"] for row in harvested if row["step"] == "pair"}
+    pair = {index_of(row): row["seen"] for row in harvested if row["step"] == "pair"}
     assert len([r for r in harvested if r["step"] == "pair"]) == 6
     assert pair == {key: p + q for key, (p, q) in rows.items()}
-    assert sorted(r["row_index"] for r in harvested if r["step"] == "single") == sorted(rows)
+    assert sorted(index_of(r) for r in harvested if r["step"] == "single") == sorted(rows)
 
 
 def test_on_failure_stop_then_resume(sample_dir):
@@ -399,7 +400,7 @@ def test_kill_after_a_retry_batch_then_plain_resume(sample_dir):
     done = legato("batch", "--resume", "camp", cwd=sample_dir)
     assert done.returncode == 1 and "3 batches, 9 rows (1 failed)" in done.stdout, done.stdout + done.stderr
     rows = results(sample_dir / "camp")
-    assert sorted((row["row_index"], row["state"], row["batch"]) for row in rows if row["row_index"] in ("3", "6")) == [
+    assert sorted((index_of(row), row["state"], row["batch"]) for row in rows if index_of(row) in ("3", "6")) == [
         ("3", "finished", 4), ("6", "failed", 3)]
     assert len(ledger_batches(sample_dir / "camp")) == 4
     resume_and_check(sample_dir, "--retry-failed", retries=2)  # the retry batches of batches 2 and 3

@@ -247,8 +247,9 @@ class ResultSink:
         mine = sa.and_(table.c.campaign == campaign, table.c.batch == batch)
         with self._transaction() as conn:
             gone = conn.execute(sa.delete(table).where(mine, table.c.state.is_distinct_from("finished"))).rowcount
+            kind = next(_kind_of(col["type"]) for col in sa.inspect(conn).get_columns(TABLE) if col["name"] == self.index)
             for start in range(0, len(rows), _IN_LIST):
-                chunk = [index_value(index) for index in rows[start:start + _IN_LIST]]
+                chunk = [cast_value(index_value(index), kind) for index in rows[start:start + _IN_LIST]]
                 gone += conn.execute(sa.delete(table).where(mine, table.c[self.index].in_(chunk))).rowcount
             return gone
 

@@ -58,14 +58,19 @@ def results(folder: Path, url: str | None = None) -> list[dict]:
         engine.dispose()
 
 
+def index_of(row: dict) -> str:
+    """A results row's index as text: the index column keeps its own name (``param_combo``, ``id``), else ``row_index``."""
+    return str(next(row[name] for name in ("param_combo", "id", "row_index") if row.get(name) is not None))
+
+
 def assert_each_row_once(rows: list[dict], expected: dict[str, dict[str, str]], step: str = "echo-params",
                          parsed: bool = True) -> None:
     """One finished results row per source row, with its parameters and (``parsed``) its params.txt values."""
     mine = [row for row in rows if row["step"] == step]
-    indexes = sorted(str(row["row_index"]) for row in mine)
+    indexes = sorted(index_of(row) for row in mine)
     assert indexes == sorted(expected), f"row indexes harvested: {indexes}"
     for row in mine:
-        source = expected[str(row["row_index"])]
+        source = expected[index_of(row)]
         assert row["state"] == "finished", row
         assert row["returncode"] == 0, row
         for name in PARAMS:
