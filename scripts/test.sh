@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-postgres.sh
 bash scripts/install-slurm.sh
+bash scripts/install-chromium.sh
 # maestrowf, the tool the differential tests compare with, in its own venv (never a legato dependency)
 export BENCH_VENV="${BENCH_VENV:-$PWD/.bench-venv}"
 bash benchmarks/setup.sh >/dev/null

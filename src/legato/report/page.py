@@ -94,6 +94,8 @@ def _finite(values: np.ndarray, reduce) -> float | None:
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "--"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
@@ -152,10 +154,11 @@ def _chart(title: str, draw, data: Any, *labels: Any) -> str:
 
 def _cumulative(axes, done: np.ndarray) -> None:
     step = max(1, done.size // CURVE_POINTS)
-    times = np.append(done[::step], done[-1])
+    times = np.append(done[::step], done[-1]) - done[0]
     counts = np.append(np.arange(1, done.size + 1)[::step], done.size)
-    axes.step((times - done[0]) / 60, counts, where="post")
-    axes.set_xlabel("minutes since the first row finished")
+    unit, scale = ("hours", 3600) if times[-1] > 7200 else ("minutes", 60) if times[-1] > 120 else ("seconds", 1)
+    axes.step(times / scale, counts, where="post")
+    axes.set_xlabel(f"{unit} since the first row finished")
     axes.set_ylabel("rows finished")
 
 
