@@ -48,10 +48,7 @@ def test_from_spec_zips_values_as_text() -> None:
     assert table.row(4) == {"SIZE": "200", "ITERATIONS": "20"}
 
 
-def test_from_spec_label_lists_and_booleans(write_spec) -> None:
-    table = parameters.from_spec(load_spec(SPECS / "label_list.yaml"))
-    assert [table.label("MODEL", i) for i in range(2)] == ["lin", "cub"]
-    assert [table.label("MESH", i) for i in range(2)] == ["mesh-8", "mesh-16"]
+def test_from_spec_booleans_as_text() -> None:
     full = parameters.from_spec(load_spec(SPECS / "maestro_full.yaml"))
     assert full.values["EXCL"] == ["True", "False"]  # str(value), as Maestro renders it
 
@@ -110,7 +107,6 @@ PGEN_ERRORS = {
     "pgen_wrong_type.py": "pgen_wrong_type.py: get_custom_generator returned dict, not a ParameterGenerator",
     "pgen_unequal.py": "pgen_unequal.py: get_custom_generator raised ValueError: parameter 'B' has 3 values",
     "pgen_syntax.py": "pgen_syntax.py: cannot load the pgen: SyntaxError: ",
-    "pgen_bad_label.py": "pgen_bad_label.py: parameter A: label 'A' has no '%%'",
     "pgen_short_labels.py": "pgen_short_labels.py: parameter A: 2 labels for 3 values",
 }
 
@@ -178,3 +174,27 @@ def test_pgen_that_is_not_python_is_named(tmp_path: Path) -> None:
     pgen.write_text("def get_custom_generator(env, **kwargs):\n    return None\n")
     with pytest.raises(LegatoError, match=r"gen\.txt: not a Python file"):
         parameters.from_pgen(pgen, {}, {})
+
+
+def test_pgen_env_values_keep_their_yaml_type(write_spec, tmp_path: Path) -> None:
+    """Maestro hands a pgen ``SEED: 1777`` as the int: seeding with the text would give other values."""
+    spec = load_spec(write_spec(
+        "description: {name: typed, description: d}\n"
+        "env:\n  variables: {SEED: 1777, RATE: 0.5, NAME: x, LIST_TEXT: '[1]'}\n"
+        "study:\n  - {name: s, description: d, run: {cmd: echo}}\n"
+    ))
+    pgen = tmp_path / "typed_env.py"
+    pgen.write_text(
+        "from random import randint, seed\n"
+        "from maestrowf.datastructures.core import ParameterGenerator\n\n"
+        "def get_custom_generator(env, **kwargs):\n"
+        "    names = ['SEED', 'RATE', 'NAME', 'LIST_TEXT']\n"
+        "    seed(a=env.find('SEED').value)\n"
+        "    generator = ParameterGenerator()\n"
+        "    generator.add_parameter('TYPE', [type(env.find(n).value).__name__ for n in names])\n"
+        "    generator.add_parameter('SIZE', [randint(10, 30) for n in names])\n"
+        "    return generator\n"
+    )
+    table = parameters.from_pgen(pgen, study_env(spec, tmp_path), {}, spec.raw_variables)
+    assert table.values["TYPE"] == ["int", "float", "str", "str"]
+    assert table.values["SIZE"] == ["28", "21", "17", "10"]  # Maestro's montecarlo sample with SEED 1777

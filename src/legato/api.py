@@ -64,7 +64,7 @@ def prepare(
         raise LegatoError("--pargs needs --pgen (the pargs are arguments of the pgen)")
     root = study_folder(spec.variables.get("OUTPUT_PATH"), spec.name, str(out) if out else None)
     if table is None:
-        table = parameters.from_pgen(pgen, study_env(spec, root), pargs) if pgen else parameters.from_spec(spec)
+        table = parameters.from_pgen(pgen, study_env(spec, root), pargs, spec.raw_variables) if pgen else parameters.from_spec(spec)
     plan = StudyPlan(spec, table, root, layout=layout, fanout=fanout, launcher=launcher or _launcher(spec.batch))
     _make_root(root, replace, [spec.path, Path(pgen).absolute() if pgen else None, Path.cwd()])
     shutil.copy2(spec.path, root / spec.path.name)

@@ -387,7 +387,7 @@ class Campaign:
             pargs = parameters.parse_pargs(self.options.pargs)
             pargs.update(START=str(start), NROWS=str(nrows))
             env = study_env(self.spec, self.folder / "work")
-            return parameters.from_pgen(self.options.pgen, env, pargs)
+            return parameters.from_pgen(self.options.pgen, env, pargs, self.spec.raw_variables)
         raise LegatoError("a campaign needs rows: --rows SOURCE or --pgen FILE")
 
     def _source(self) -> RowSource:

@@ -69,11 +69,15 @@ def parse_pargs(pargs: Iterable[str]) -> dict[str, str]:
     return parsed
 
 
-def from_pgen(path: str | Path, env: Mapping[str, str], pargs: Mapping[str, str]) -> ParameterTable:
+def from_pgen(
+    path: str | Path, env: Mapping[str, str], pargs: Mapping[str, str], typed: Mapping[str, Any] | None = None
+) -> ParameterTable:
     """Run a pgen file's ``get_custom_generator(env, **pargs)`` and read its generator into a table.
 
     ``env`` holds the spec's variables as the pgen sees them (OUTPUT_PATH and SPECROOT included);
-    they are also passed as keyword arguments, as Maestro does, under the user's pargs.
+    they are also passed as keyword arguments, as Maestro does, under the user's pargs. ``typed``
+    holds the variables' YAML values: ``env.find(NAME).value`` returns those, as in Maestro, so
+    that a pgen seeding a random generator with ``SEED: 1777`` gets the number, not the text.
     """
     path = Path(path)
     if not path.is_file():
@@ -85,7 +89,7 @@ def from_pgen(path: str | Path, env: Mapping[str, str], pargs: Mapping[str, str]
     kwargs = {"OUTPUT_PATH": env.get("OUTPUT_PATH", ""), "SPECROOT": pgen_compat.Variable("SPECROOT", env.get("SPECROOT", ""))}
     kwargs.update(pargs)
     try:
-        generator = function(pgen_compat.StudyEnvironment(dict(env)), **kwargs)
+        generator = function(pgen_compat.StudyEnvironment(dict(env), typed), **kwargs)
     except Exception as exc:  # the user's code: any failure is reported, not traced
         raise LegatoError(f"{path.name}: get_custom_generator raised {exc.__class__.__name__}: {_one_line(exc)}") from None
     return _table_from_generator(path, generator)
@@ -127,8 +131,6 @@ def _table_from_generator(path: Path, generator: Any) -> ParameterTable:
     names = getattr(generator, "names", {}) or {}
     for name, values in parameters.items():
         label = labels.get(name)
-        if isinstance(label, str) and "%%" not in label:
-            raise LegatoError(f"{path.name}: parameter {name}: label {label!r} has no '%%'")
         if isinstance(label, (list, tuple)) and len(label) != lengths[name]:
             raise LegatoError(f"{path.name}: parameter {name}: {len(label)} labels for {lengths[name]} values")
         table.add(name, values, label, names.get(name))

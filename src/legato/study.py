@@ -62,6 +62,7 @@ class StepPlan:
     parents: tuple[Dependency, ...]
     rows: list[int] = field(default_factory=list)  # representative combination of each instance
     keys: dict[tuple[str, ...], int] = field(default_factory=dict)  # parameter key -> local index
+    columns: list[list[str]] = field(default_factory=list)  # per used parameter, what its key holds per row
     first_id: int = 1
     layout: StepLayout | None = None
 
@@ -162,6 +163,7 @@ class StudyPlan:
         self.root = Path(root)
         self.env = study_env(spec, self.root)
         self.launcher = launcher or no_launcher
+        self.warnings: list[str] = []
         self.steps = self._order([self._plan_step(step) for step in spec.steps])
         self._expand_params()
         for plan in self.steps:
@@ -217,20 +219,45 @@ class StudyPlan:
             plan.params = tuple(sorted(params))
 
     def _enumerate(self, layout: str, fanout: int) -> None:
+        """Give each step one instance per distinct label, as Maestro does.
+
+        Maestro keys a step's instances by their label: combinations whose labels are equal run
+        once, even when their values differ (a label without ``%%``). The last such combination
+        is the one Maestro keeps, so it is the representative here too; a warning says so.
+        """
         next_id = 1
         for plan in self.steps:
             plan.first_id = next_id
             if not plan.params:
                 plan.rows = [0]
             else:
-                columns = [self.table.values[name] for name in plan.params]
+                plan.columns = [self._key_column(name) for name in plan.params]
+                values = [self.table.values[name] for name in plan.params]
+                collided = 0
                 for row in range(self.table.length):
-                    key = tuple(column[row] for column in columns)
-                    if key not in plan.keys:
+                    key = tuple(column[row] for column in plan.columns)
+                    local = plan.keys.get(key)
+                    if local is None:
                         plan.keys[key] = len(plan.rows)
                         plan.rows.append(row)
+                    elif any(column[row] != column[plan.rows[local]] for column in values):
+                        plan.rows[local] = row
+                        collided += 1
+                if collided:
+                    self.warnings.append(
+                        f"{self.spec.path.name}: step {plan.name!r}: {collided} parameter combination"
+                        f"{'s share a label' if collided > 1 else ' shares a label'} with another of other values; "
+                        "as in Maestro each label runs once, with the last of its combinations"
+                    )
             plan.layout = StepLayout(plan.name, plan.count, layout, fanout)
             next_id += plan.count
+
+    def _key_column(self, name: str) -> list[str]:
+        """What tells a parameter's instances apart: its values while its label template shows them, else its labels."""
+        label = self.table.labels[name]
+        if isinstance(label, str) and "%%" in label:
+            return self.table.values[name]
+        return [self.table.label(name, row) for row in range(self.table.length)]
 
     def _check_resources(self, plan: StepPlan) -> None:
         """Counts and flags given as a token must fit every value: found now, before any folder exists."""
@@ -258,7 +285,7 @@ class StudyPlan:
     def _local_index(self, plan: StepPlan, row: int) -> int:
         if not plan.params:
             return 0
-        return plan.keys[tuple(self.table.values[name][row] for name in plan.params)]
+        return plan.keys[tuple(column[row] for column in plan.columns)]
 
     def instances(self) -> Iterator[Instance]:
         """Every instance, parents before children, rendered one at a time."""
