@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from legato import parameters
+from legato import dependencies, parameters
 from legato.errors import LegatoError
 from legato.spec import load_spec
 from legato.store import Store
@@ -33,6 +33,7 @@ class PreparedStudy:
     name: str
     steps: tuple[tuple[str, int], ...]  # (step, instances) in run order
     parameters: int  # combinations in the parameter table
+    warnings: tuple[str, ...] = ()  # what runs, but not as a reader of the spec may expect (shared labels)
 
     @property
     def total(self) -> int:
@@ -63,21 +64,29 @@ def prepare(
     if pargs and not pgen:
         raise LegatoError("--pargs needs --pgen (the pargs are arguments of the pgen)")
     root = study_folder(spec.variables.get("OUTPUT_PATH"), spec.name, str(out) if out else None)
+    env = study_env(spec, root)
+    dependencies.check_paths(spec, env)
     if table is None:
-        table = parameters.from_pgen(pgen, study_env(spec, root), pargs, spec.raw_variables) if pgen else parameters.from_spec(spec)
+        table = parameters.from_pgen(pgen, env, pargs, spec.raw_variables) if pgen else parameters.from_spec(spec)
     plan = StudyPlan(spec, table, root, layout=layout, fanout=fanout, launcher=launcher or _launcher(spec.batch))
-    _make_root(root, replace, [spec.path, Path(pgen).absolute() if pgen else None, Path.cwd()])
-    shutil.copy2(spec.path, root / spec.path.name)
-    if pgen:
-        shutil.copy2(pgen, root / Path(pgen).name)
-    with Store.of_study(root, create=True) as store:
-        store.set_meta(
-            name=spec.name, spec=str(root / spec.path.name), layout=layout, fanout=fanout,
-            parameters=table.length, batch=spec.batch, state="preparing",
-        )
-        _write_plan(plan, store, write_scripts)
-        store.set_meta(state="prepared")
-    return PreparedStudy(root, spec.name, tuple((step.name, step.count) for step in plan.steps), table.length)
+    existed = _make_root(root, replace, [spec.path, Path(pgen).absolute() if pgen else None, Path.cwd()])
+    try:
+        dependencies.acquire_git(spec, env)
+        shutil.copy2(spec.path, root / spec.path.name)
+        if pgen:
+            shutil.copy2(pgen, root / Path(pgen).name)
+        with Store.of_study(root, create=True) as store:
+            store.set_meta(
+                name=spec.name, spec=str(root / spec.path.name), layout=layout, fanout=fanout,
+                parameters=table.length, batch=spec.batch, state="preparing",
+            )
+            _write_plan(plan, store, write_scripts)
+            store.set_meta(state="prepared")
+    except BaseException:
+        _unmake_root(root, existed)  # a spec rejected while its instances are written leaves no folder
+        raise
+    return PreparedStudy(root, spec.name, tuple((step.name, step.count) for step in plan.steps), table.length,
+                         tuple(plan.warnings))
 
 
 def _launcher(batch: dict):
@@ -94,8 +103,12 @@ def _scheduler_for(batch: dict):
     return scheduler_for(batch)
 
 
-def _make_root(root: Path, replace: bool, keep: list[Path | None]) -> None:
-    """Create the study folder; ``replace`` removes an earlier legato study there, never anything else."""
+def _make_root(root: Path, replace: bool, keep: list[Path | None]) -> bool:
+    """Create the study folder; ``replace`` removes an earlier legato study there, never anything else.
+
+    Returns whether the folder existed (empty) before, so that a failure can put it back that way.
+    """
+    existed = root.is_dir()
     if root.exists() and any(root.iterdir()):
         if not replace:
             raise LegatoError(f"{root}: the study folder exists and is not empty (use -y to replace it)")
@@ -109,6 +122,13 @@ def _make_root(root: Path, replace: bool, keep: list[Path | None]) -> None:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LegatoError(f"{root}: cannot create the study folder: {exc.strerror}") from None
+    return existed
+
+
+def _unmake_root(root: Path, existed: bool) -> None:
+    shutil.rmtree(root, ignore_errors=True)
+    if existed:
+        root.mkdir(exist_ok=True)
 
 
 def _write_plan(plan: StudyPlan, store: Store, write_scripts: bool) -> None:

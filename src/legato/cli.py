@@ -131,6 +131,8 @@ def _confirm_replace(out: str) -> bool:
 
 
 def _print_plan(study) -> None:
+    for warning in study.warnings:
+        click.echo(f"legato: warning: {warning}", err=True)
     click.echo(f"study folder: {study.root}")
     for name, count in study.steps:
         click.echo(f"  {name}: {count} instance{'s' if count != 1 else ''}")

@@ -25,7 +25,9 @@ from legato.workspace import DEFAULT_FANOUT, StepLayout
 
 WORKSPACE_TOKEN = re.compile(r"\$\(([^$()\s]+)\.workspace\)")
 COUNT_KEYS = ("nodes", "procs", "gpus", "cores per task")
-RESOURCE_KEYS = (*COUNT_KEYS, "walltime", "exclusive")
+LAUNCHER_KEYS = ("tasks per rs", "rs per node", "cpus per rs", "bind", "bind gpus")
+"""Run keys only a launcher reads (LSF's jsrun resource sets)."""
+RESOURCE_KEYS = (*COUNT_KEYS, "walltime", "exclusive", *LAUNCHER_KEYS)
 Launcher = Callable[[str, Mapping[str, Any]], str]
 """Expands ``$(LAUNCHER)`` and ``$(LAUNCHER)[Nn, Mp]`` in a command, given the instance's resources."""
 _LAUNCHER = re.compile(r"\$\(LAUNCHER\)(?:\[[^\]]*\])?")
@@ -330,12 +332,19 @@ class _Renderer:
             for key, value in self.resources.items()
         }
         workspaces = _WorkspaceTokens(self, row)
-        script = study.launcher(self.cmd.render(tokens, workspaces), resources)
-        restart = study.launcher(self.restart.render(tokens, workspaces), resources) if self.restart else None
+        script = self._launch("cmd", self.cmd.render(tokens, workspaces), resources)
+        restart = self._launch("restart", self.restart.render(tokens, workspaces), resources) if self.restart else None
         parents = tuple(parent.first_id + study._local_index(parent, row) for parent in self.parents)
         return Instance(
             step.first_id + local, step.name, label, row, workspace, params, script, restart, parents, resources
         )
+
+    def _launch(self, key: str, text: str, resources: dict[str, Any]) -> str:
+        """Expand ``$(LAUNCHER)``; a bad form or an over-budget override names the spec file and the step."""
+        try:
+            return self.study.launcher(text, resources)
+        except LegatoError as exc:
+            raise LegatoError(f"{self.study.spec.path.name}: step {self.step.name!r}: run.{key}: {exc}") from None
 
 
 class _Template:
@@ -394,7 +403,7 @@ def _resource(key: str, value: Any, step: str) -> Any:
     """Resource keys may hold a parameter token; after substitution counts must be integers."""
     if key == "exclusive":
         return _flag(value, step)
-    if key == "walltime" or isinstance(value, (int, bool)):
+    if key not in COUNT_KEYS or isinstance(value, (int, bool)):
         return value
     try:
         return int(value)
