@@ -251,7 +251,8 @@ class StudyPlan:
                         f"{'s share a label' if collided > 1 else ' shares a label'} with another of other values; "
                         "as in Maestro each label runs once, with the last of its combinations"
                     )
-            plan.layout = StepLayout(plan.name, plan.count, layout, fanout)
+            labels = [self.label(plan, row) for row in plan.rows] if layout == "flat" and plan.params else None
+            plan.layout = StepLayout(plan.name, plan.count, layout, fanout, labels)
             next_id += plan.count
 
     def _key_column(self, name: str) -> list[str]:

@@ -1,0 +1,146 @@
+"""Differential test: ``maestro run --dry`` against ``legato run --dry --layout flat`` on maestrowf's own samples.
+
+Every case runs both tools on the same spec (and pgen) in one temporary folder and compares
+what a Maestro user sees: whether the spec is accepted, the instance folders of every step,
+and the body of every instance's script (Maestro's scheduler header is not compared: legato
+packs instances into jobs of its own). Git dependencies point at a local repository made by
+the test instead of GitHub; Flux scripts are written by maestro with ``tests/maestro_flux_stub``
+standing in for Flux's Python bindings. The specs are in ``tests/specs/maestro_samples``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import maestro
+from tests.test_cli_dry import legato
+
+SAMPLES = Path(__file__).resolve().parent / "specs" / "maestro_samples"
+FLUX_STUB = Path(__file__).resolve().parent / "maestro_flux_stub"
+REPO_SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "batched_parameters"
+
+
+@dataclass(frozen=True)
+class Case:
+    spec: str
+    pgen: str | None = None
+    pargs: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        parts = [Path(self.spec).stem] + ([Path(self.pgen).stem] if self.pgen else []) + list(self.pargs)
+        return "+".join(parts)
+
+
+SPECS = sorted(
+    str(path.relative_to(SAMPLES)) for path in SAMPLES.rglob("*.y*ml") if not path.parts[-2] == "legato"
+)
+LULESH = "lulesh/lulesh_sample1_unix.yaml"
+CASES = [Case(spec) for spec in SPECS] + [
+    Case(LULESH, "parameterization/lulesh_custom_gen.py"),
+    Case(LULESH, "parameterization/lulesh_itertools_pgen.py"),
+    Case("legato/lulesh_montecarlo.yaml", "parameterization/lulesh_montecarlo_args.py"),
+    Case("legato/lulesh_montecarlo.yaml", "parameterization/lulesh_montecarlo_args.py", ("seed:42", "trials:5")),
+    Case("legato/custom_generator.yaml", "parameterization/custom_generator.py"),
+    Case("batched_parameters/batched_parameters_demo.yaml", "batched_parameters/batched_demo_pgen.py",
+         ("INDEX:param_combo", "CSV:params.csv", "START:3", "NROWS:4")),
+]
+"""Not covered: ``parameterization/np_cheb_pgen_pargs.py`` needs numpy, which neither tool installs."""
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local stand-in for the LULESH repository that the lulesh samples clone."""
+    repo = tmp_path_factory.mktemp("origin") / "LULESH"
+    repo.mkdir()
+    run = {"cwd": repo, "check": True, "capture_output": True}
+    subprocess.run(["git", "init", "-q"], **run)
+    (repo / "CMakeLists.txt").write_text("project(lulesh)\n")
+    subprocess.run(["git", "add", "."], **run)
+    subprocess.run(["git", "-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-qm", "lulesh"], **run)
+    return repo
+
+
+def workdir(tmp_path: Path, origin: Path) -> Path:
+    """The samples copied so that both tools read the same files, with GitHub URLs pointing at ``origin``."""
+    folder = tmp_path / "samples"
+    shutil.copytree(SAMPLES, folder)
+    shutil.copytree(REPO_SAMPLE, folder / "batched_parameters", ignore=shutil.ignore_patterns("studies", "campaign"))
+    for spec in folder.rglob("*.y*ml"):
+        spec.write_text(spec.read_text().replace("https://github.com/LLNL/LULESH.git", str(origin)))
+    return folder
+
+
+def pgen_args(case: Case) -> list[str]:
+    args = ["--pgen", case.pgen] if case.pgen else []
+    for item in case.pargs:
+        args += ["--pargs", item]
+    return args
+
+
+def run_maestro(case: Case, cwd: Path) -> subprocess.CompletedProcess:
+    env = maestro.env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FLUX_STUB), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [str(maestro.MAESTRO), "run", "--dry", "-y", "-fg", "-o", "maestro_out", case.spec, *pgen_args(case)],
+        cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300,
+    )
+
+
+def step_names(spec: Path) -> list[str]:
+    return [step["name"] for step in yaml.safe_load(spec.read_text())["study"]]
+
+
+def scripts(root: Path, steps: list[str], header: bool) -> dict[str, str]:
+    """Per instance folder (relative), the body of the script in it, with the study folder as ``<study>``."""
+    found: dict[str, str] = {}
+    for step in steps:
+        for script in sorted((root / step).glob("**/*.sh")):
+            folder = str(script.parent.relative_to(root))
+            assert folder not in found, f"two scripts in {folder}"
+            found[folder] = body(script.read_text(), header).replace(str(root), "<study>")
+    return found
+
+
+def folders(root: Path, steps: list[str]) -> set[str]:
+    """Step folders and the instance folders in them."""
+    found = {step for step in steps if (root / step).is_dir()}
+    return found | {f"{step}/{child.name}" for step in found for child in (root / step).iterdir() if child.is_dir()}
+
+
+def body(text: str, header: bool) -> str:
+    """Drop the shebang and, in Maestro's scripts, the header block that ends at the first blank line."""
+    lines = text.splitlines()[1:]
+    if header:
+        lines = lines[lines.index("") + 1:] if "" in lines else []
+    return "\n".join(lines).strip()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_legato_matches_maestro(case: Case, tmp_path: Path, origin: Path) -> None:
+    maestro.require()
+    cwd = workdir(tmp_path, origin)
+    theirs = run_maestro(case, cwd)
+    ours = legato("run", "--dry", "--layout", "flat", "--write-scripts", "-o", "legato_out", case.spec,
+                  *pgen_args(case), cwd=cwd)
+    accepted = theirs.returncode == 0
+    assert (ours.returncode == 0) == accepted, (
+        f"maestro {'accepted' if accepted else 'rejected'} the spec, legato did not:\n"
+        f"maestro: {theirs.stderr[-1500:]}\nlegato: {ours.stderr}"
+    )
+    if not accepted:
+        assert ours.stderr.startswith("legato: error: ") and "Traceback" not in ours.stderr, ours.stderr
+        assert not (cwd / "legato_out").exists(), "a rejected spec left its study folder"
+        return
+    steps = step_names(cwd / case.spec)
+    assert folders(cwd / "legato_out", steps) == folders(cwd / "maestro_out", steps)
+    expected, actual = scripts(cwd / "maestro_out", steps, True), scripts(cwd / "legato_out", steps, False)
+    assert sorted(actual) == sorted(expected)
+    for folder, text in expected.items():
+        assert actual[folder] == text, f"{folder}: script bodies differ"
