@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from legato import dependencies, parameters
+from legato import validate as validation
 from legato.errors import LegatoError
 from legato.spec import load_spec
 from legato.store import Store
-from legato.study import StudyPlan, study_env
+from legato.study import StudyPlan
+from legato.validate import plan_study
 from legato.workspace import DEFAULT_FANOUT, MANIFEST, study_folder
 
 _CHUNK = 5000
@@ -59,16 +61,9 @@ def prepare(
     existing non-empty ``out`` is an error so that no earlier results are lost. ``table``
     replaces the spec's parameters (a campaign's batch of rows).
     """
-    spec = load_spec(spec_path)
-    pargs = parameters.parse_pargs(pargs)
-    if pargs and not pgen:
-        raise LegatoError("--pargs needs --pgen (the pargs are arguments of the pgen)")
-    root = study_folder(spec.variables.get("OUTPUT_PATH"), spec.name, str(out) if out else None)
-    env = study_env(spec, root)
-    dependencies.check_paths(spec, env)
-    if table is None:
-        table = parameters.from_pgen(pgen, env, pargs, spec.raw_variables) if pgen else parameters.from_spec(spec)
-    plan = StudyPlan(spec, table, root, layout=layout, fanout=fanout, launcher=launcher or _launcher(spec.batch))
+    planned = plan_study(spec_path, pgen=pgen, pargs=pargs, out=out, layout=layout, fanout=fanout,
+                         launcher=launcher, table=table)
+    spec, root, env, table, plan = planned.spec, planned.root, planned.env, planned.table, planned.plan
     existed = _make_root(root, replace, [spec.path, Path(pgen).absolute() if pgen else None, Path.cwd()])
     try:
         dependencies.acquire_git(spec, env)
@@ -89,18 +84,10 @@ def prepare(
                          tuple(plan.warnings))
 
 
-def _launcher(batch: dict):
-    """With a scheduler in the ``batch`` block, ``$(LAUNCHER)`` becomes its launcher (srun, flux run...)."""
-    scheduler = _scheduler_for(batch)
-    return scheduler.expand_launchers if scheduler else None
-
-
-def _scheduler_for(batch: dict):
-    if str(batch.get("type") or "local").strip().lower() == "local":
-        return None  # the common case skips importing the adapters (20 ms of every start-up)
-    from legato.schedulers import scheduler_for
-
-    return scheduler_for(batch)
+def validate(spec_path: str | os.PathLike, *, pgen: str | os.PathLike | None = None,
+             pargs: Iterable[str] = ()) -> validation.Report:
+    """Everything ``prepare`` checks, without writing anything (``legato validate``)."""
+    return validation.validate(spec_path, pgen=pgen, pargs=pargs)
 
 
 def _make_root(root: Path, replace: bool, keep: list[Path | None]) -> bool:
@@ -392,7 +379,7 @@ def _recover_finished(store: Store) -> None:
 
 
 def _scheduler(store: Store):
-    return _scheduler_for(store.meta().get("batch") or {})
+    return validation.scheduler_of(store.meta().get("batch") or {})
 
 
 def _executor(root: Path, scheduler, jobs: int | None, throttle: int, tag: str, cluster: ClusterOptions):

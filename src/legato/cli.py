@@ -147,6 +147,31 @@ def _finish(result) -> None:
 
 
 @main.command()
+@click.argument("spec", type=click.Path())
+@click.option("-p", "--pgen", type=click.Path(dir_okay=False), help="Custom parameter generator (Python file).")
+@click.option("--pargs", multiple=True, metavar="KEY:VALUE", help="Argument for the pgen (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report on stdout (for editors and CI).")
+def validate(spec, pgen, pargs, as_json) -> None:
+    """Check SPEC as a dry run would, writing nothing; exit 1 when it would be rejected."""
+    import json
+
+    from legato import api
+
+    report = api.validate(spec, pgen=pgen, pargs=pargs)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for warning in report.warnings:
+            click.echo(f"legato: warning: {warning}", err=True)
+        for error in report.errors:
+            click.echo(f"legato: error: {error}", err=True)
+        if report.ok:
+            click.echo(f"{spec}: valid: {sum(report.steps.values())} instances of {len(report.steps)} steps")
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--state", "states", multiple=True, help="List the instances in this state (repeatable).")
 @click.option("--step", "steps", multiple=True, help="List the instances of this step (repeatable).")

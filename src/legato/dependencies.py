@@ -26,6 +26,13 @@ def check_paths(spec: Spec, env: Mapping[str, str]) -> None:
             )
 
 
+def check_remotes(spec: Spec, env: Mapping[str, str]) -> None:
+    """Maestro's connectivity check of each git dependency (``git ls-remote``): read-only, nothing cloned."""
+    for index, dep in enumerate(spec.dependencies.get("git") or ()):
+        _git(f"{spec.path.name}: env.dependencies.git[{index}] ({dep['name']})",
+             ["ls-remote", "--heads", substitute(dep["url"], env)])
+
+
 def acquire_git(spec: Spec, env: Mapping[str, str]) -> None:
     """Clone each ``git`` dependency to ``$(NAME)`` and check out the revision it names."""
     for index, dep in enumerate(spec.dependencies.get("git") or ()):
