@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 from legato import dependencies, parameters
 from legato import validate as validation
 from legato.errors import LegatoError
+from legato.selection import StepSelection
 from legato.spec import load_spec
 from legato.store import Store
 from legato.study import StudyPlan
@@ -54,16 +55,20 @@ def prepare(
     write_scripts: bool = False,
     launcher=None,
     table: parameters.ParameterTable | None = None,
+    steps: StepSelection = StepSelection(),
 ) -> PreparedStudy:
     """Expand a spec into a study folder: workspace folders, manifests and the store.
 
     ``replace`` removes an existing ``out`` folder first (Maestro's ``-y``); without it an
     existing non-empty ``out`` is an error so that no earlier results are lost. ``table``
-    replaces the spec's parameters (a campaign's batch of rows).
+    replaces the spec's parameters (a campaign's batch of rows). ``steps``, the selection the
+    study will be run with, is checked against its steps before any folder is made.
     """
     planned = plan_study(spec_path, pgen=pgen, pargs=pargs, out=out, layout=layout, fanout=fanout,
                          launcher=launcher, table=table)
     spec, root, env, table, plan = planned.spec, planned.root, planned.env, planned.table, planned.plan
+    step_parents = {step.name: [dep.step for dep in step.parents] for step in plan.steps}
+    steps.resolve(step_parents)
     existed = _make_root(root, replace, [spec.path, Path(pgen).absolute() if pgen else None, Path.cwd()])
     try:
         dependencies.acquire_git(spec, env)
@@ -73,7 +78,8 @@ def prepare(
         with Store.of_study(root, create=True) as store:
             store.set_meta(
                 name=spec.name, spec=str(root / spec.path.name), layout=layout, fanout=fanout,
-                parameters=table.length, batch=spec.batch, state="preparing",
+                parameters=table.length, batch=spec.batch, state="preparing", keep_going=list(spec.keep_going),
+                step_parents=step_parents,
             )
             _write_plan(plan, store, write_scripts)
             store.set_meta(state="prepared")
@@ -312,17 +318,19 @@ def execute(
     detach: bool = False,
     progress: bool = True,
     cluster: ClusterOptions = ClusterOptions(),
+    steps: StepSelection = StepSelection(),
 ):
     """Run (or resume) the study in ``root`` until nothing more can run; returns its ``Outcome``.
 
     Resuming is the same call: finished instances stay finished, instances an earlier
     conductor left running are killed if still alive and run again. With a scheduler in the
     spec's ``batch`` block, instances run as packed cluster jobs and ``throttle`` caps the
-    study's jobs queued or running at once.
+    study's jobs queued or running at once. ``steps`` limits the run to some steps
+    (``--only/--from/--until``) and names steps to run again (``--rerun``).
     """
     root = Path(root).absolute()
     if detach:
-        return _detach(root, jobs, throttle, attempts, cluster)
+        return _detach(root, jobs, throttle, attempts, cluster, steps)
     from filelock import FileLock, Timeout
 
     with Store.of_study(root) as store:
@@ -333,10 +341,12 @@ def execute(
             raise LegatoError(f"{root}: a conductor is already running this study (see legato status)") from None
         try:
             _hold(store)
+            selected, rerun = _selection(store, steps)
             scheduler = None if cluster.local else _scheduler(store)
             tag = _claim(store, scheduler)
             with _executor(root, scheduler, jobs, throttle, tag, cluster) as executor:
-                outcome = _conduct(root, store, executor, 0 if scheduler else throttle, attempts, progress)
+                outcome = _conduct(root, store, executor, 0 if scheduler else throttle, attempts, progress,
+                                   selected=selected, rerun=rerun)
             (root / JOURNAL_NAME).unlink(missing_ok=True)  # every finish is in the store now
             store.set_meta(state="cancelled" if outcome.cancelled else ("finished" if outcome.ok else "failed"))
             _write_status_csv(root, store)
@@ -410,13 +420,24 @@ def _claim(store: Store, scheduler=None) -> str:
     return tag
 
 
-def _conduct(root: Path, store: Store, executor, throttle: int, attempts: int, progress: bool):
+def _selection(store: Store, steps: StepSelection) -> tuple[list[str] | None, list[str]]:
+    """The steps that may run and the steps to run again, checked against the study's steps."""
+    parents = store.meta().get("step_parents")
+    if parents is None:
+        parents = {step["name"]: step["funnel_parents"] for step in store.steps()}
+        if steps:
+            raise LegatoError("--only/--from/--until: this study was prepared by an older legato; prepare it again")
+    return steps.resolve(parents), steps.check_rerun(parents)
+
+
+def _conduct(root: Path, store: Store, executor, throttle: int, attempts: int, progress: bool, **subset):
     from legato.conductor import Conductor
     from legato.progress import reporter
 
     show = reporter() if progress else None
     try:
-        return Conductor(root, store, executor, throttle=throttle, attempts=attempts, on_progress=show).run()
+        return Conductor(root, store, executor, throttle=throttle, attempts=attempts, on_progress=show,
+                         **subset).run()
     finally:
         if show:
             show.close()
@@ -432,7 +453,8 @@ def _cancel_jobs(store: Store, scheduler) -> None:
         scheduler.cancel(jobids)
 
 
-def _detach(root: Path, jobs: int | None, throttle: int, attempts: int, cluster: ClusterOptions):
+def _detach(root: Path, jobs: int | None, throttle: int, attempts: int, cluster: ClusterOptions,
+            steps: StepSelection):
     """Start the conductor as a background process of this same Python, so PATH does not matter.
 
     Returns once that conductor holds the study, so that a ``legato cancel`` or ``legato status``
@@ -453,7 +475,8 @@ def _detach(root: Path, jobs: int | None, throttle: int, attempts: int, cluster:
         probe.release()
         log_path = root / LOG_NAME
         start, logged = time.time(), log_path.stat().st_size if log_path.exists() else 0
-        log = _background(["run", "--resume", str(root), *_execution_argv(jobs, throttle, attempts, cluster)], log_path)
+        log = _background(["run", "--resume", str(root), *_execution_argv(jobs, throttle, attempts, cluster),
+                           *steps.argv()], log_path)
         while store.meta().get("conductor_since", 0) < start:
             error = _logged_error(log, logged)
             if error or time.time() - start > DETACH_WAIT:

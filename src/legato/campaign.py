@@ -24,6 +24,7 @@ from legato import api, parameters
 from legato.errors import LegatoError
 from legato.spec import ResultFile, Spec, load_spec
 from legato.store import Store
+from legato.selection import StepSelection
 from legato.study import study_env
 
 if TYPE_CHECKING:
@@ -77,6 +78,12 @@ class CampaignOptions:
     layout: str = "tree"
     fanout: int = 1000
     cwd: str = field(default_factory=os.getcwd)
+    only: list[str] = field(default_factory=list)  # --only/--from/--until: the steps each batch runs
+    start: str | None = None
+    until: str | None = None
+
+    def steps(self) -> StepSelection:
+        return StepSelection(tuple(self.only), self.start, self.until)
 
 
 @dataclass(frozen=True)
@@ -313,8 +320,8 @@ class Campaign:
             if batch.study.exists():
                 shutil.rmtree(batch.study)  # a prepare cut short: the campaign owns its work folder
             api.prepare(self.options.spec, out=batch.study, replace=True, table=table,
-                        layout=self.options.layout, fanout=self.options.fanout)
-        return api.execute(batch.study, progress=False, **self.execution)
+                        layout=self.options.layout, fanout=self.options.fanout, steps=self.options.steps())
+        return api.execute(batch.study, progress=False, steps=self.options.steps(), **self.execution)
 
     def _harvest(self, batch: Batch) -> Batch:
         rows, members = self._collect(batch)

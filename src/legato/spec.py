@@ -73,6 +73,8 @@ class Spec:
     results: dict[str, tuple[ResultFile, ...]] = field(default_factory=dict)
     raw_variables: dict[str, Any] = field(default_factory=dict)
     """``env.variables`` as YAML typed them (a pgen's ``env.find(NAME).value`` is 1777, not "1777")."""
+    keep_going: tuple[str, ...] = ()
+    """Steps that run once their parents ended even if some failed (``legato.keep_going``)."""
 
     def step(self, name: str) -> Step:
         for step in self.steps:
@@ -210,6 +212,7 @@ def _build(path: Path, data: dict[str, Any]) -> Spec:
         parameters=tuple(ParameterDecl(name, decl["values"], decl["label"]) for name, decl in params.items()),
         results=_results((data.get("legato") or {}).get("results") or {}),
         raw_variables=dict(env.get("variables") or {}),
+        keep_going=tuple((data.get("legato") or {}).get("keep_going") or ()),
     )
 
 
@@ -245,6 +248,9 @@ def _check_steps(spec: Spec) -> None:
     for step in spec.results:
         if step not in names:
             raise LegatoError(f"{spec.path.name}: legato.results: unknown step {step!r}")
+    for index, step in enumerate(spec.keep_going):
+        if step not in names:
+            raise LegatoError(f"{spec.path.name}: legato.keep_going[{index}]: unknown step {step!r}")
     cycle = find_cycle({step.name: [dep.step for dep in step.depends] for step in spec.steps})
     if cycle:
         raise LegatoError(f"{spec.path.name}: study: cyclic depends: {' -> '.join(cycle)}")
