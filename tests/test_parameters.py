@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -198,3 +199,69 @@ def test_pgen_env_values_keep_their_yaml_type(write_spec, tmp_path: Path) -> Non
     table = parameters.from_pgen(pgen, study_env(spec, tmp_path), {}, spec.raw_variables)
     assert table.values["TYPE"] == ["int", "float", "str", "str"]
     assert table.values["SIZE"] == ["28", "21", "17", "10"]  # Maestro's montecarlo sample with SEED 1777
+
+
+PRODUCT = """\
+description: {name: product, description: d}
+study:
+  - {name: s, description: d, run: {cmd: echo $(MODEL) $(MESH) $(SIZE) $(ITER)}}
+global.parameters:
+  MODEL: {values: [lin, cub], label: MODEL.%%}
+  MESH: {values: [8, 16], label: MESH.%%}
+legato:
+  product:
+    SIZE: {values: [10, 20, 30], label: SIZE.%%}
+    ITER: {values: [1, 2], label: I.%%}
+"""
+
+
+def test_product_combines_the_zipped_rows_with_every_product_value(write_spec) -> None:
+    import itertools
+
+    spec = load_spec(write_spec(PRODUCT))
+    table = parameters.from_spec(spec)
+    expected = list(itertools.product([("lin", "8"), ("cub", "16")], ["10", "20", "30"], ["1", "2"]))
+    assert parameters.spec_rows(spec) == table.length == 12
+    assert [(r["MODEL"], r["MESH"]) for r in map(table.row, range(12))] == [e[0] for e in expected]
+    assert [(table.row(i)["SIZE"], table.row(i)["ITER"]) for i in range(12)] == [e[1:] for e in expected]
+    assert table.label("ITER", 1) == "I.2"
+    for start, nrows in [(0, 5), (5, 5), (10, 5), (3, 0), (12, 4)]:
+        page = parameters.from_spec(spec, start, nrows)
+        assert [page.row(i) for i in range(page.length)] == [table.row(i) for i in range(start, min(12, start + nrows))]
+
+
+def test_product_without_global_parameters(write_spec) -> None:
+    spec = load_spec(write_spec(PRODUCT.split("global.parameters:")[0] + "legato:" + PRODUCT.split("legato:")[1]))
+    table = parameters.from_spec(spec, 2, 3)
+    assert [table.row(i) for i in range(3)] == [{"SIZE": "20", "ITER": "1"}, {"SIZE": "20", "ITER": "2"},
+                                                 {"SIZE": "30", "ITER": "1"}]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("    MODEL: {values: [a], label: M.%%}\n", "spec.yaml: legato.product.MODEL: already in global.parameters"),
+    ("    EMPTY: {values: [], label: E.%%}\n", "spec.yaml: legato.product.EMPTY.values: must not be empty"),
+    ("    NOLABEL: {values: [1]}\n", "spec.yaml: legato.product.NOLABEL: 'label' is required"),
+])
+def test_bad_product_is_named(extra: str, message: str, write_spec) -> None:
+    with pytest.raises(LegatoError, match=re.escape(message)):
+        load_spec(write_spec(PRODUCT + extra))
+
+
+def test_product_in_run_and_as_a_campaigns_rows(write_spec, tmp_path: Path) -> None:
+    """``legato run`` expands the product; ``legato batch`` pages through it, START/NROWS at a time."""
+    import csv
+
+    from tests.test_cli_dry import legato
+
+    spec = write_spec(PRODUCT.replace("echo $(MODEL) $(MESH) $(SIZE) $(ITER)", "echo $(SIZE) $(ITER)"))
+    done = legato("run", str(spec), "-o", "out", "--layout", "flat", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "s").iterdir() if p.is_dir()) == sorted(
+        f"I.{i}.SIZE.{s}" for s in (10, 20, 30) for i in (1, 2))  # MODEL/MESH unused: one instance per label
+    done = legato("batch", str(spec), "-b", "5", "-o", "camp", "--no-archive", "--min-inodes", "0", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert legato("results", "camp", "--csv", "r.csv", cwd=tmp_path).returncode == 0
+    with open(tmp_path / "r.csv", newline="") as handle:
+        rows = sorted((int(r["row_index"]), r["MODEL"], r["SIZE"], r["ITER"], r["state"]) for r in csv.DictReader(handle))
+    table = parameters.from_spec(load_spec(spec))
+    assert rows == [(i, table.row(i)["MODEL"], table.row(i)["SIZE"], table.row(i)["ITER"], "finished") for i in range(12)]

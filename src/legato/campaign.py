@@ -252,8 +252,8 @@ class Campaign:
 
     def _loop(self, retry_failed: bool) -> str | None:
         """Unfinished batches first, then retries, then new batches until the rows run out; why it stopped, if it did."""
-        if self.ledger.get("total_rows") is None and self.options.rows:
-            total = self._source().count()
+        if self.ledger.get("total_rows") is None and (self.options.rows or self._spec_rows()):
+            total = self._source().count() if self.options.rows else parameters.spec_rows(self.spec)
             self.ledger.set(total_rows=min(total, self.options.max_rows) if self.options.max_rows else total)
         for batch in self.ledger.batches(unfinished=True):
             if not self._process(batch):
@@ -395,7 +395,13 @@ class Campaign:
             pargs.update(START=str(start), NROWS=str(nrows))
             env = study_env(self.spec, self.folder / "work")
             return parameters.from_pgen(self.options.pgen, env, pargs, self.spec.raw_variables)
-        raise LegatoError("a campaign needs rows: --rows SOURCE or --pgen FILE")
+        if self._spec_rows():
+            return parameters.from_spec(self.spec, start, nrows)
+        raise LegatoError("a campaign needs rows: --rows SOURCE, --pgen FILE or the spec's legato.product")
+
+    def _spec_rows(self) -> bool:
+        """A spec with a ``legato.product`` is its own row source when no --rows or --pgen is given."""
+        return bool(self.spec.product) and not self.options.pgen
 
     def _source(self) -> RowSource:
         from legato.rows import open_rows

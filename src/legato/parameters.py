@@ -7,6 +7,7 @@ once into that table; nothing else of the generator is kept.
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +52,38 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def from_spec(spec: Spec) -> ParameterTable:
+def from_spec(spec: Spec, start: int = 0, nrows: int | None = None) -> ParameterTable:
+    """The spec's parameter combinations ``[start, start + nrows)``.
+
+    ``global.parameters`` are zipped, as in Maestro; ``legato.product`` parameters are combined
+    with every one of those rows and with each other, the last one varying fastest (as
+    ``itertools.product``). A slice is computed from its index alone, so a campaign pages
+    through a product of 10^8 combinations without making it.
+    """
+    stop = spec_rows(spec) if nrows is None else min(spec_rows(spec), start + nrows)
     table = ParameterTable()
-    for decl in spec.parameters:
-        table.add(decl.name, decl.values, decl.label)
+    if not spec.product:  # Maestro's zipped lists: a plain slice
+        for decl in spec.parameters:
+            table.add(decl.name, decl.values[start:stop], decl.label)
+        return table
+    axes = ([list(zip(*(decl.values for decl in spec.parameters)))] if spec.parameters else [])
+    axes += [[(value,) for value in decl.values] for decl in spec.product]
+    decls = [list(spec.parameters)] * bool(spec.parameters) + [[decl] for decl in spec.product]
+    picks: list[list[tuple]] = [[] for _ in axes]
+    for index in range(start, stop):
+        for position in range(len(axes) - 1, -1, -1):
+            index, digit = divmod(index, len(axes[position]))
+            picks[position].append(axes[position][digit])
+    for position, group in enumerate(decls):
+        for column, decl in enumerate(group):
+            table.add(decl.name, [row[column] for row in picks[position]], decl.label)
     return table
+
+
+def spec_rows(spec: Spec) -> int:
+    """How many combinations ``from_spec`` has in all."""
+    lengths = ([len(spec.parameters[0].values)] if spec.parameters else []) + [len(d.values) for d in spec.product]
+    return math.prod(lengths) if lengths else 0
 
 
 def parse_pargs(pargs: Iterable[str]) -> dict[str, str]:

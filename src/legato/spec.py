@@ -75,6 +75,8 @@ class Spec:
     """``env.variables`` as YAML typed them (a pgen's ``env.find(NAME).value`` is 1777, not "1777")."""
     keep_going: tuple[str, ...] = ()
     """Steps that run once their parents ended even if some failed (``legato.keep_going``)."""
+    product: tuple[ParameterDecl, ...] = ()
+    """``legato.product``: parameters combined with every row of the others (a Cartesian product)."""
 
     def step(self, name: str) -> Step:
         for step in self.steps:
@@ -213,6 +215,10 @@ def _build(path: Path, data: dict[str, Any]) -> Spec:
         results=_results((data.get("legato") or {}).get("results") or {}),
         raw_variables=dict(env.get("variables") or {}),
         keep_going=tuple((data.get("legato") or {}).get("keep_going") or ()),
+        product=tuple(
+            ParameterDecl(name, decl["values"], decl["label"])
+            for name, decl in ((data.get("legato") or {}).get("product") or {}).items()
+        ),
     )
 
 
@@ -284,6 +290,9 @@ def _check_parameters(spec: Spec) -> None:
     if len(set(lengths.values())) > 1:
         detail = ", ".join(f"{name} has {count}" for name, count in lengths.items())
         raise LegatoError(f"{spec.path.name}: global.parameters: all parameters need the same number of values ({detail})")
+    for decl in spec.product:
+        if decl.name in lengths:
+            raise LegatoError(f"{spec.path.name}: legato.product.{decl.name}: already in global.parameters")
 
 
 def _check_env(spec: Spec) -> None:
