@@ -144,3 +144,22 @@ def test_legato_matches_maestro(case: Case, tmp_path: Path, origin: Path) -> Non
     assert sorted(actual) == sorted(expected)
     for folder, text in expected.items():
         assert actual[folder] == text, f"{folder}: script bodies differ"
+
+
+DIFFERENCES = {
+    "nodes-only": ("srun -n  -N 2 hostname", "srun -N 2 hostname"),
+    "no-counts": ("$(LAUNCHER) hostname", "srun hostname"),
+    "bare-beside-bracketed": ("srun -n 1 x; $(LAUNCHER) y", "srun -n 1 x; srun -n 2 y"),
+}
+"""Step -> (Maestro's script body, legato's): the deliberate differences the README lists."""
+
+
+def test_deliberate_launcher_differences(tmp_path: Path, origin: Path) -> None:
+    maestro.require()
+    cwd = workdir(tmp_path, origin)
+    case = Case("legato/launcher_differences.yaml")
+    assert run_maestro(case, cwd).returncode == 0
+    done = legato("run", "--dry", "--layout", "flat", "--write-scripts", "-o", "legato_out", case.spec, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    assert scripts(cwd / "maestro_out", list(DIFFERENCES), True) == {step: b[0] for step, b in DIFFERENCES.items()}
+    assert scripts(cwd / "legato_out", list(DIFFERENCES), False) == {step: b[1] for step, b in DIFFERENCES.items()}
