@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from legato import dependencies, parameters
+from legato import dependencies
 from legato import validate as validation
 from legato.errors import LegatoError
 from legato.selection import StepSelection
@@ -23,7 +23,7 @@ from legato.spec import load_spec
 from legato.store import Store
 from legato.study import StudyPlan
 from legato.validate import plan_study
-from legato.workspace import DEFAULT_FANOUT, MANIFEST, study_folder
+from legato.workspace import MANIFEST, study_folder
 
 _CHUNK = 5000
 
@@ -46,27 +46,21 @@ class PreparedStudy:
 def prepare(
     spec_path: str | os.PathLike,
     *,
-    pgen: str | os.PathLike | None = None,
-    pargs: Iterable[str] = (),
-    out: str | os.PathLike | None = None,
-    layout: str = "tree",
-    fanout: int = DEFAULT_FANOUT,
     replace: bool = False,
     write_scripts: bool = False,
-    launcher=None,
-    table: parameters.ParameterTable | None = None,
     steps: StepSelection = StepSelection(),
+    **planning,
 ) -> PreparedStudy:
     """Expand a spec into a study folder: workspace folders, manifests and the store.
 
-    ``replace`` removes an existing ``out`` folder first (Maestro's ``-y``); without it an
+    ``planning`` holds ``plan_study``'s keywords: ``pgen``, ``pargs``, ``out``, ``layout``,
+    ``fanout``, ``launcher``, ``table``. ``replace`` removes an existing ``out`` folder first (Maestro's ``-y``); without it an
     existing non-empty ``out`` is an error so that no earlier results are lost. ``table``
     replaces the spec's parameters (a campaign's batch of rows). ``steps``, the selection the
     study will be run with, is checked against its steps before any folder is made.
     """
-    planned = plan_study(spec_path, pgen=pgen, pargs=pargs, out=out, layout=layout, fanout=fanout,
-                         launcher=launcher, table=table)
-    spec, root, env, table, plan = planned.spec, planned.root, planned.env, planned.table, planned.plan
+    planned = plan_study(spec_path, **planning)
+    spec, root, env, table, plan, pgen = planned.spec, planned.root, planned.env, planned.table, planned.plan, planned.pgen
     step_parents = {step.name: [dep.step for dep in step.parents] for step in plan.steps}
     steps.resolve(step_parents)
     existed = _make_root(root, replace, [spec.path, Path(pgen).absolute() if pgen else None, Path.cwd()])
@@ -77,7 +71,7 @@ def prepare(
             shutil.copy2(pgen, root / Path(pgen).name)
         with Store.of_study(root, create=True) as store:
             store.set_meta(
-                name=spec.name, spec=str(root / spec.path.name), layout=layout, fanout=fanout,
+                name=spec.name, spec=str(root / spec.path.name), layout=planned.layout, fanout=planned.fanout,
                 parameters=table.length, batch=spec.batch, state="preparing", keep_going=list(spec.keep_going),
                 step_parents=step_parents,
             )

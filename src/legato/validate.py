@@ -45,6 +45,9 @@ class Planned:
     env: dict[str, str]
     table: parameters.ParameterTable
     plan: StudyPlan
+    pgen: str | os.PathLike | None
+    layout: str
+    fanout: int
 
 
 def plan_study(
@@ -68,7 +71,7 @@ def plan_study(
     if table is None:
         table = parameters.from_pgen(pgen, env, parsed, spec.raw_variables) if pgen else parameters.from_spec(spec)
     plan = StudyPlan(spec, table, root, layout=layout, fanout=fanout, launcher=launcher or launcher_for(spec.batch))
-    return Planned(spec, root, env, table, plan)
+    return Planned(spec, root, env, table, plan, pgen, layout, fanout)
 
 
 @dataclass
