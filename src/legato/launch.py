@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from legato.errors import LegatoError
+from legato.execute.local import read_journal
 from legato.prepare import _scheduler_for
 from legato.store import Store
 
@@ -114,14 +115,17 @@ def _recover_finished(store: Store) -> None:
     had yet to learn of when it was killed; the store learns of those that succeeded here, then
     the journal starts afresh.
     """
-    from legato.execute.local import read_journal
-
     journal = store.path.parent / JOURNAL_NAME
-    done = [key for key, status in read_journal(str(journal)).items() if status == 0]
+    recover_finished(store, read_journal(str(journal)))
+    journal.unlink(missing_ok=True)
+
+
+def recover_finished(store: Store, ends: dict[int, int]) -> None:
+    """Mark finished the store's unfinished instances that ``ends`` (key -> exit status, from a journal) saw succeed."""
+    done = [key for key, status in ends.items() if status == 0]
     unrecorded = {id_ for (id_,) in store.db.execute("SELECT id FROM instances WHERE state IN ('running', 'pending')")}
     store.update_many([{"id": key, "state": "finished", "returncode": 0, "reason": "finished while no conductor watched"}
                        for key in done if key in unrecorded])
-    journal.unlink(missing_ok=True)
 
 
 def _scheduler(store: Store):

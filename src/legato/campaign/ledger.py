@@ -108,6 +108,10 @@ class Ledger:
         self.db.execute(f"UPDATE batches SET {assignments} WHERE number = ?", (phase, *columns.values(), batch.number))
         return Batch(batch.number, batch.start, batch.nrows, phase, batch.study)
 
+    def retry_of(self, number: int) -> int | None:
+        """The batch whose failed rows batch ``number`` runs again, if it is a retry batch."""
+        return self.db.execute("SELECT retry_of FROM batches WHERE number = ?", (number,)).fetchone()[0]
+
     def next_start(self) -> int:
         row = self.db.execute("SELECT max(start + nrows) FROM batches WHERE retry_of IS NULL").fetchone()
         return row[0] or 0

@@ -26,6 +26,7 @@ class CampaignOptions:
     on_failure: str = "continue"
     min_free: int = 1 << 30
     min_inodes: int = 100_000
+    window: int = 2  # batch workspaces on disk at once: running, being set up, or being harvested/archived
     layout: str = "tree"
     fanout: int = 1000
     cwd: str = field(default_factory=os.getcwd)

@@ -59,21 +59,9 @@ def one_step_folder(original, path, *args, **kwargs) -> None:
     original(steps[0].path)
 
 
-def campaign_rmtree(nth: int, action) -> None:
-    """Only the campaign's clean phase is meant: other callers of shutil.rmtree pass through."""
-    original = shutil.rmtree
-    calls = [0]
-
-    def rmtree(path, *args, **kwargs):
-        caller = sys._getframe(1)
-        if caller.f_globals.get("__name__") == "legato.campaign.pipeline" and caller.f_code.co_name == "_clean":
-            calls[0] += 1
-            if calls[0] == nth:
-                action(original, path)
-                die()
-        return original(path, *args, **kwargs)
-
-    legato.campaign.pipeline.shutil.rmtree = rmtree
+def remove_workspace(nth: int, action) -> None:
+    """The campaign's clean stage: its ``nth`` removal of a batch workspace runs ``action(rmtree, path)``, then dies."""
+    wrap(legato.campaign.pipeline, "remove_workspace", nth, lambda original, path: action(shutil.rmtree, path))
 
 
 POINTS = {
@@ -83,8 +71,8 @@ POINTS = {
     "harvest-after": lambda n: wrap(legato.campaign.harvest.ResultSink, "write", n, whole),
     "archive-partial": lambda n: wrap(legato.campaign.archive, "_verify", n, nothing),
     "archive-after": lambda n: wrap(legato.campaign.archive, "write_archive", n, whole),
-    "clean-partial": lambda n: campaign_rmtree(n, one_step_folder),
-    "clean-after": lambda n: campaign_rmtree(n, lambda original, path: original(path)),
+    "clean-partial": lambda n: remove_workspace(n, one_step_folder),
+    "clean-after": lambda n: remove_workspace(n, lambda original, path: original(path)),
     "retry-after": lambda n: wrap(legato.campaign.harvest.ResultSink, "drop_failed", n, nothing),
 }
 
