@@ -57,14 +57,14 @@ def _detach_campaign(folder: Path, execution: dict):
 
 
 def _check_campaign_inputs(spec, options) -> None:
-    """Refuse bad rows or result declarations before a campaign folder exists, so a typo leaves nothing."""
-
+    """Refuse bad rows, result declarations or a results URL before a campaign folder exists, so a typo leaves nothing."""
     from legato.campaign.harvest import result_files
+    from legato.campaign.rows import open_rows, split_url
 
     result_files(spec, options.result_files)
+    if options.results:
+        split_url(options.results)
     if options.rows:
-        from legato.campaign.rows import open_rows
-
         open_rows(options.rows, options.index).close()
 
 

@@ -96,6 +96,11 @@ class Ledger:
         sql += " WHERE phase != 'cleaned'" if unfinished else ""
         return [Batch(n, s, r, p, Path(d)) for n, s, r, p, d in self.db.execute(sql + " ORDER BY number")]
 
+    def batch(self, number: int) -> Batch:
+        n, s, r, p, d = self.db.execute("SELECT number, start, nrows, phase, study FROM batches WHERE number = ?",
+                                        (number,)).fetchone()
+        return Batch(n, s, r, p, Path(d))
+
     def add_batch(self, number: int, start: int, nrows: int, study: Path, retry_of: int | None = None) -> Batch:
         self.db.execute(
             "INSERT INTO batches (number, start, nrows, phase, study, started, retry_of) VALUES (?, ?, ?, 'planned', ?, ?, ?)",

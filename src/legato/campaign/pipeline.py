@@ -17,10 +17,12 @@ workspace is only removed after both.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -104,9 +106,9 @@ class Campaign:
         tag = self._claim(unfinished)
         planner = Planner(self, [b for b in unfinished if b.phase == "planned"], retries)
         finisher = Finisher(self)
+        finisher.start()  # a fork: before any thread or worker shell exists
         try:
             with self._executor(tag) as executor:
-                finisher.start()
                 for batch in unfinished:
                     if batch.phase in ("ran", "harvested", "archived"):
                         finisher.put(batch)
@@ -115,7 +117,8 @@ class Campaign:
                 planner.start()
                 stopped = self._loop(SharedExecutor(executor, self._throttle()), planner, finisher)
         except BaseException:
-            planner.stopping = finisher.stopping = True  # finish the stage at hand only
+            planner.stopping = True
+            finisher.cancel()  # finish the stage at hand only
             raise
         finally:
             self.window.close()
@@ -202,7 +205,7 @@ class Campaign:
                 planner.stopping = True
                 self.window.close()
                 if self.cancelled:
-                    finisher.stopping = True
+                    finisher.cancel()
                     for flight in flights.values():
                         flight.conductor.cancel()
             if not flights:
@@ -264,34 +267,28 @@ class Campaign:
         finisher.put(batch)
 
 
-class _Background(threading.Thread):
-    """A campaign thread that runs ``work`` below the driver's priority and keeps its error for the driver."""
+class Planner(threading.Thread):
+    """Sets up batches ahead of the executor, in batch order, while the window has room.
 
-    def __init__(self, name: str, work: Callable[[], None]) -> None:
-        super().__init__(name=name, daemon=True)
-        self.work = work
+    A thread of the driver, at a lower CPU priority: setting up a batch is mostly file-system
+    work (folders, the store), which leaves the interpreter lock to the driver's loop.
+    """
+
+    def __init__(self, campaign: Campaign, redo: list[Batch], retries: list[int]) -> None:
+        super().__init__(name="legato-planner", daemon=True)
+        self.campaign = campaign
+        self.redo = redo
+        self.retries = retries
         self.error: BaseException | None = None
         self.stopping = False
 
     def run(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # not allowed here: plan at the driver's priority
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
-        except OSError:
-            pass  # not allowed here: run at the driver's priority
         try:
-            self.work()
+            self._plan()
         except BaseException as error:  # noqa: BLE001  (the driver raises it)
             self.error = error
-
-
-class Planner(_Background):
-    """Sets up batches ahead of the executor, in batch order, while the window has room."""
-
-    def __init__(self, campaign: Campaign, redo: list[Batch], retries: list[int]) -> None:
-        super().__init__("legato-planner", self._plan)
-        self.campaign = campaign
-        self.redo = redo
-        self.retries = retries
 
     def _plan(self) -> None:
         campaign = self.campaign
@@ -360,93 +357,180 @@ class Planner(_Background):
         check_room(paths, options.min_free, options.min_inodes, batches=self.campaign.window.used)
 
 
-class Finisher(_Background):
-    """Harvests, archives and cleans each batch the driver is done with, in the order they come."""
+class Finisher:
+    """Harvests, archives and cleans each batch the driver is done with, in the order they come.
+
+    The work runs in a child process forked when the campaign starts (before any thread), so
+    parsing results and writing archives never hold the driver's interpreter lock and run at a
+    lower CPU priority than the instances. A thread of the driver feeds it batch numbers and
+    reads back one JSON line per batch. The child dies with the driver; it commits each stage
+    to the ledger itself, so a kill of either leaves every batch at a stage a resume takes on.
+    """
 
     def __init__(self, campaign: Campaign) -> None:
-        super().__init__("legato-finisher", self._work)
         self.campaign = campaign
         self.batches: queue.Queue[Batch | None] = queue.Queue()
+        self.error: BaseException | None = None
         self.stop_reason: str | None = None
+        self.stopping = False
         self.ran = 0
+        self.pid = 0
+
+    def start(self) -> None:
+        """Fork the child; the driver's side keeps a feeding thread."""
+        down_r, down_w = os.pipe()
+        up_r, up_w = os.pipe()
+        driver = os.getpid()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child's whole life; it never returns into the driver's code
+            os.close(down_w)
+            os.close(up_r)
+            os._exit(_finishing(self.campaign, driver, down_r, up_w))
+        os.close(down_r)
+        os.close(up_w)
+        self._down = os.fdopen(down_w, "w", buffering=1)
+        self._up = os.fdopen(up_r)
+        self._thread = threading.Thread(target=self._feed, name="legato-finisher", daemon=True)
+        self._thread.start()
 
     def put(self, batch: Batch) -> None:
         self.batches.put(batch)
 
-    def finish(self) -> None:
-        """No more batches will come: finish those queued (unless cancelled) and end."""
-        self.batches.put(None)
-        if self.is_alive():
-            self.join()
+    def cancel(self) -> None:
+        """Finish the stage at hand only (the child commits it), then stop."""
+        self.stopping = True
+        if self.pid:
+            os.kill(self.pid, signal.SIGTERM)
 
-    def _work(self) -> None:
-        campaign = self.campaign
+    def finish(self) -> None:
+        """No more batches will come: finish those queued (unless cancelled), then end the child."""
+        self.batches.put(None)
+        if self.pid:
+            self._thread.join()
+            with contextlib.suppress(BrokenPipeError):  # the child ended first (its error is already known)
+                self._down.close()
+            os.waitpid(self.pid, 0)
+            self._up.close()
+
+    def _feed(self) -> None:
+        import json
+
+        while (batch := self.batches.get()) is not None:
+            if self.stopping or self.error:
+                continue
+            try:
+                self._down.write(f"{batch.number}\n")
+            except BrokenPipeError:
+                pass  # the child ended: its last words (or their absence) say why
+            reply = self._up.readline()
+            if not reply:
+                self.error = LegatoError("the process that harvests and archives batches ended unexpectedly; "
+                                         f"continue with: legato batch --resume {self.campaign.folder}")
+                return
+            done = json.loads(reply)
+            if "error" in done:
+                self.error = LegatoError(done["error"])
+                return
+            if done.get("stop") and not self.stop_reason:
+                self.stop_reason = done["stop"]
+                self.campaign.window.close()  # no new batch is set up from now on
+                self.campaign.log(f"stopping: {self.stop_reason}")
+            if done.get("cleaned"):
+                self.campaign.window.give()
+                self.ran += batch.nrows
+                self.campaign.log(done["report"])
+
+
+def _finishing(campaign: Campaign, driver: int, commands: int, replies: int) -> int:
+    """The finishing child: one batch number in, its stages done, one JSON line out."""
+    import ctypes
+    import json
+
+    cancelled = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: cancelled.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the driver, which cancels this child
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the driver
+    if os.getppid() != driver:
+        return 1
+    with contextlib.suppress(OSError):
+        os.nice(BACKGROUND_NICENESS)
+    out = os.fdopen(replies, "w", buffering=1)
+    try:
         ledger = Ledger(campaign.folder)
         sink = campaign._sink()
-        try:
-            while (batch := self.batches.get()) is not None:
-                if not self.stopping:
-                    self._finish(ledger, sink, batch)
-        finally:
-            sink.close()
-            ledger.close()
+        with os.fdopen(commands) as numbers:
+            for line in numbers:
+                batch, stop = _finish(campaign, ledger, sink, ledger.batch(int(line)), cancelled)
+                report = _report(ledger, batch) if batch.phase == "cleaned" else ""
+                out.write(json.dumps({"cleaned": batch.phase == "cleaned", "stop": stop, "report": report}) + "\n")
+        return 0
+    except LegatoError as error:
+        out.write(json.dumps({"error": str(error)}) + "\n")
+        return 1
+    except BaseException as error:  # noqa: BLE001  (a bug: its traceback goes to the driver's stderr)
+        import traceback
 
-    def _finish(self, ledger: Ledger, sink: ResultSink, batch: Batch) -> None:
-        stages = (("ran", self._harvest), ("harvested", self._archive), ("archived", self._clean))
-        for stage, step in stages:
-            if self.stopping:
-                return
-            if batch.phase == stage:
-                batch = step(ledger, sink, batch)
-        self.campaign.window.give()
-        self.ran += batch.nrows
-        self._report(ledger, batch)
+        traceback.print_exc()
+        out.write(json.dumps({"error": f"internal error while finishing batches: {error!r}"}) + "\n")
+        return 1
 
-    def _harvest(self, ledger: Ledger, sink: ResultSink, batch: Batch) -> Batch:
-        """Results and the ledger's record of the batch's rows, each in one transaction; a retry retires its original."""
-        rows, members = collect(batch.study, batch.number, batch.start, self.campaign.files)
-        sink.write(self.campaign.folder.name, batch.number, rows)
-        with ledger.db:
-            ledger.db.execute("BEGIN IMMEDIATE")
-            ledger.db.execute("DELETE FROM instances WHERE batch = ?", (batch.number,))
-            ledger.db.executemany("INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?)", members)
-            ledger.count_failed(batch.number)
-            batch = ledger.advance(batch, "harvested")
-        original = ledger.retry_of(batch.number)
-        if original is not None:
-            retire(ledger, sink, self.campaign.folder.name, original)
-        if self.campaign.options.on_failure == "stop" and not self.stop_reason and _failed(ledger, batch.number):
-            self.stop_reason = f"batch {batch.number} has failed rows (--on-failure stop)"
-            self.campaign.window.close()  # no new batch is set up from now on
-            self.campaign.log(f"stopping: {self.stop_reason}")
-        return batch
 
-    def _archive(self, ledger: Ledger, sink: ResultSink, batch: Batch) -> Batch:
-        options = self.campaign.options
-        if options.no_archive:
-            return ledger.advance(batch, "archived")
-        from legato.campaign.archive import write_archive
-
-        folder = Path(options.archive) / self.campaign.folder.name if options.archive else self.campaign.folder / "archives"
-        folder.mkdir(parents=True, exist_ok=True)
-        dest = folder / f"{batch.study.name}.{options.archive_format}"
-        Path(f"{dest}.partial").unlink(missing_ok=True)
-        info = write_archive(str(batch.study), str(dest), options.archive_format)
-        return ledger.advance(batch, "archived", archive=info.path, sha256=info.sha256, archive_bytes=info.bytes,
-                              members=info.members)
-
-    def _clean(self, ledger: Ledger, sink: ResultSink, batch: Batch) -> Batch:
-        if not self.campaign.options.keep_workspace:
+def _finish(campaign: Campaign, ledger: Ledger, sink: ResultSink, batch: Batch, cancelled: threading.Event
+            ) -> tuple[Batch, str | None]:
+    """Take one batch through its remaining stages; (where it got to, a reason to stop the campaign)."""
+    stop = None
+    if batch.phase == "ran" and not cancelled.is_set():
+        batch = harvest(campaign, ledger, sink, batch)
+        if campaign.options.on_failure == "stop" and _failed(ledger, batch.number):
+            stop = f"batch {batch.number} has failed rows (--on-failure stop)"
+    if batch.phase == "harvested" and not cancelled.is_set():
+        batch = archive(campaign, ledger, batch)
+    if batch.phase == "archived" and not cancelled.is_set():
+        if not campaign.options.keep_workspace:
             remove_workspace(batch.study)
-        return ledger.advance(batch, "cleaned", ended=time.time())
+        batch = ledger.advance(batch, "cleaned", ended=time.time())
+    return batch, stop
 
-    def _report(self, ledger: Ledger, batch: Batch) -> None:
-        from legato.campaign.diskguard import human_size
 
-        done, rows, archived = ledger.progress()
-        retry = " (retry)" if ledger.retry_of(batch.number) is not None else ""
-        self.campaign.log(f"batch {batch.number}{retry}: {batch.nrows} rows done; campaign: {done} batches, {rows} rows, "
-                          f"{ledger.failed_rows()} failed, {human_size(archived)} archived")
+def harvest(campaign: Campaign, ledger: Ledger, sink: ResultSink, batch: Batch) -> Batch:
+    """Results and the ledger's record of the batch's rows, each in one transaction; a retry retires its original."""
+    rows, members = collect(batch.study, batch.number, batch.start, campaign.files)
+    sink.write(campaign.folder.name, batch.number, rows)
+    with ledger.db:
+        ledger.db.execute("BEGIN IMMEDIATE")
+        ledger.db.execute("DELETE FROM instances WHERE batch = ?", (batch.number,))
+        ledger.db.executemany("INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?)", members)
+        ledger.count_failed(batch.number)
+        batch = ledger.advance(batch, "harvested")
+    original = ledger.retry_of(batch.number)
+    if original is not None:
+        retire(ledger, sink, campaign.folder.name, original)
+    return batch
+
+
+def archive(campaign: Campaign, ledger: Ledger, batch: Batch) -> Batch:
+    options = campaign.options
+    if options.no_archive:
+        return ledger.advance(batch, "archived")
+    from legato.campaign.archive import write_archive
+
+    folder = Path(options.archive) / campaign.folder.name if options.archive else campaign.folder / "archives"
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / f"{batch.study.name}.{options.archive_format}"
+    Path(f"{dest}.partial").unlink(missing_ok=True)
+    info = write_archive(str(batch.study), str(dest), options.archive_format)
+    return ledger.advance(batch, "archived", archive=info.path, sha256=info.sha256, archive_bytes=info.bytes,
+                          members=info.members)
+
+
+def _report(ledger: Ledger, batch: Batch) -> str:
+    from legato.campaign.diskguard import human_size
+
+    done, rows, archived = ledger.progress()
+    retry = " (retry)" if ledger.retry_of(batch.number) is not None else ""
+    return (f"batch {batch.number}{retry}: {batch.nrows} rows done; campaign: {done} batches, {rows} rows, "
+            f"{ledger.failed_rows()} failed, {human_size(archived)} archived")
 
 
 def remove_workspace(study: Path) -> None:

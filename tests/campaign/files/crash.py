@@ -2,7 +2,7 @@
 
 usage: python crash.py POINT N LEGATO-ARGS...
 
-The N-th call of the wrapped function (1-based) kills the process, possibly after doing part
+The N-th call of the wrapped function (1-based) kills the process group, possibly after doing part
 of its work, so a crash test can stop a campaign at an exact point of a phase and then check
 that ``legato batch --resume`` harvests every row exactly once.
 """
@@ -21,7 +21,8 @@ from legato.cli import main
 
 
 def die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+    """SIGKILL to the whole process group: the driver and the child that finishes its batches die together."""
+    os.killpg(0, signal.SIGKILL)
 
 
 def wrap(owner: object, name: str, nth: int, action) -> None:
@@ -78,6 +79,7 @@ POINTS = {
 
 
 if __name__ == "__main__":
+    os.setsid()  # a process group of its own, which die() kills whole
     point, nth, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     POINTS[point](nth)
     sys.argv = ["legato", *args]
