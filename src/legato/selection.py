@@ -68,6 +68,14 @@ class StepSelection:
         return " ".join(words)
 
 
+def for_study(meta: Mapping[str, object], steps: StepSelection) -> tuple[list[str] | None, list[str]]:
+    """The steps of a prepared study that may run, and those to run again (its store's ``meta``)."""
+    parents = meta.get("step_parents")
+    if not isinstance(parents, dict):
+        raise LegatoError("--only/--from/--until/--rerun: this study was prepared by an older legato; prepare it again")
+    return steps.resolve(parents), steps.check_rerun(parents)
+
+
 def children_of(parents: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
     children: dict[str, list[str]] = {step: [] for step in parents}
     for step, names in parents.items():
