@@ -1,9 +1,9 @@
 """Differential test: ``maestro run --dry`` against ``legato run --dry --layout flat`` on maestrowf's own samples.
 
 Every case runs both tools on the same spec (and pgen) in one temporary folder and compares
-what a Maestro user sees: whether the spec is accepted, the instance folders of every step,
-and the body of every instance's script (Maestro's scheduler header is not compared: legato
-packs instances into jobs of its own). Git dependencies point at a local repository made by
+what a Maestro user sees: whether the spec is accepted (by ``legato validate`` too), the
+instance folders of every step, and the body of every instance's script (Maestro's scheduler
+header is not compared: legato packs instances into jobs of its own). Git dependencies point at a local repository made by
 the test instead of GitHub; Flux scripts are written by maestro with ``tests/maestro_flux_stub``
 standing in for Flux's Python bindings. The specs are in ``tests/specs/maestro_samples``.
 """
@@ -49,14 +49,24 @@ CASES = [Case(spec) for spec in SPECS] + [
     Case("legato/lulesh_montecarlo.yaml", "parameterization/lulesh_montecarlo_args.py", ("seed:42", "trials:5")),
     Case("legato/custom_generator.yaml", "parameterization/custom_generator.py"),
     Case("batched_parameters/batched_parameters_demo.yaml", "batched_parameters/batched_demo_pgen.py",
-         ("INDEX:param_combo", "CSV:params.csv", "START:3", "NROWS:4")),
+         ("INDEX:param_combo", "CSV:batched_parameters/params.csv", "START:3", "NROWS:4")),
 ]
+REJECTED = {
+    "test_specs/duplicate_dependency.yml",  # a dependency named like a variable
+    "test_specs/empty_variables.yml",  # OUTPUT_PATH: (empty)
+    "test_specs/error_parameterized.yml",  # a label that is a list
+    "test_specs/extra_study_params.yml",  # an unknown run key
+    "test_specs/lulesh_sample1_unix.yml",  # a path dependency that does not exist
+    "test_specs/missing_step.yml",
+    "test_specs/missing_step_desc.yml",
+}
+"""The specs maestro rejects: checked first, so that a broken comparison cannot pass as two rejections."""
 """Not covered: ``parameterization/np_cheb_pgen_pargs.py`` needs numpy, which neither tool installs."""
 
 
 @pytest.fixture(scope="module")
 def origin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A local stand-in for the LULESH repository that the lulesh samples clone."""
+    """A local stand-in for the LULESH repository that the lulesh samples clone, with their tag."""
     repo = tmp_path_factory.mktemp("origin") / "LULESH"
     repo.mkdir()
     run = {"cwd": repo, "check": True, "capture_output": True}
@@ -64,6 +74,7 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (repo / "CMakeLists.txt").write_text("project(lulesh)\n")
     subprocess.run(["git", "add", "."], **run)
     subprocess.run(["git", "-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-qm", "lulesh"], **run)
+    subprocess.run(["git", "tag", "2.0.3"], **run)  # the tag the lulesh samples check out
     return repo
 
 
@@ -130,6 +141,9 @@ def test_legato_matches_maestro(case: Case, tmp_path: Path, origin: Path) -> Non
     ours = legato("run", "--dry", "--layout", "flat", "--write-scripts", "-o", "legato_out", case.spec,
                   *pgen_args(case), cwd=cwd)
     accepted = theirs.returncode == 0
+    assert accepted == (case.spec not in REJECTED), f"maestro: {theirs.stderr[-1500:]}"
+    checked = legato("validate", case.spec, *pgen_args(case), cwd=cwd)
+    assert checked.returncode == (0 if accepted else 1), checked.stderr
     assert (ours.returncode == 0) == accepted, (
         f"maestro {'accepted' if accepted else 'rejected'} the spec, legato did not:\n"
         f"maestro: {theirs.stderr[-1500:]}\nlegato: {ours.stderr}"
