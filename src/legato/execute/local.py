@@ -223,12 +223,6 @@ class LocalExecutor:
         self._seq = 0
         self._scripts_dir: str | None = None
         self._closed = False
-        try:
-            for _ in range(slots):
-                self._add_worker()
-        except BaseException:
-            self.close()
-            raise
 
     def __enter__(self) -> LocalExecutor:
         return self
@@ -261,8 +255,10 @@ class LocalExecutor:
         self._assign(worker, job, command)
 
     def _place(self, slots: int) -> _Worker:
+        """An idle worker when the task's slots are free (a new one while fewer than ``slots`` exist, so that
+        start-up never pays for workers a small run does not use), else the shortest queue that fits."""
         if slots <= self.slots - self._reserved:
-            return next(iter(self._idle))
+            return next(iter(self._idle)) if self._idle else self._add_worker()
         shortest = None  # the shortest queue with room: no worker idles early
         for worker in self._busy:
             if len(worker.jobs) < self._depth and worker.jobs[-1].task.slots >= slots and (
