@@ -77,3 +77,17 @@ def test_pgen_is_loaded_and_its_labels_checked(write_spec, tmp_path: Path) -> No
     assert "step 's': 2 parameter combinations share a label" in report["warnings"][0]
     done = legato("validate", str(spec), "--pgen", str(pgen), cwd=tmp_path)
     assert done.returncode == 1 and "gen.py: get_custom_generator raised KeyError" in done.stderr
+
+
+def test_tokens_that_name_nothing_are_warnings(write_spec, tmp_path: Path) -> None:
+    """A mistyped ``$(NAME)`` is left to the shell, which would run it as a command: said before anything runs."""
+    spec = write_spec(HEAD + "env:\n  variables: {LULESH: /opt/lulesh}\nstudy:\n"
+                      + "  - {name: a, description: d, run: {cmd: '$(LULSH)/run $(SIZE) $(SIZ.label) $(date) $(WORKSPACE)'}}\n"
+                      + "  - {name: b, description: d, run: {cmd: 'ls $(a.workspace) $(LULESH) $(SPECROOT)', restart: '$(NOPE)'}}\n"
+                      + "global.parameters:\n  SIZE: {values: [1, 2], label: S.%%}\n")
+    report = json.loads(legato("validate", "--json", str(spec), cwd=tmp_path).stdout)
+    assert report["valid"] is True
+    assert report["warnings"] == [
+        f"spec.yaml: step 'a': run.cmd: $({token}) names no variable, parameter or step; the shell will run it as a command"
+        for token in ("LULSH", "SIZ.label")
+    ] + ["spec.yaml: step 'b': run.restart: $(NOPE) names no variable, parameter or step; the shell will run it as a command"]

@@ -9,12 +9,14 @@ path or step, and the warnings (labels that several parameter combinations share
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from legato import dependencies
 from legato.errors import LegatoError
 from legato.prepare import plan_study
+from legato.study import StudyPlan
 
 
 @dataclass
@@ -36,6 +38,26 @@ class Report:
                 "steps": self.steps, "instances": sum(self.steps.values()), "parameters": self.parameters}
 
 
+_TOKEN = re.compile(r"\$\(([^$()\s]+)\)")
+_LOOKS_LIKE_A_TOKEN = re.compile(r"[A-Z][A-Z0-9_]*(\.(label|name|workspace))?")
+"""``$(SIZE)``, ``$(SIZE.label)``: meant for legato. ``$(date)``, ``$(nproc)`` are the shell's."""
+
+
+def unknown_tokens(plan: StudyPlan) -> list[str]:
+    """Tokens that look like variables or parameters but name none: the shell would run them as commands."""
+    known = {"WORKSPACE", "LAUNCHER"} | {f"{step.name}.workspace" for step in plan.steps}
+    for name in plan.table.values:
+        known |= {name, f"{name}.label", f"{name}.name"}
+    found = []
+    for step in plan.steps:
+        for key in ("cmd", "restart"):
+            for token in dict.fromkeys(_TOKEN.findall(step.run.get(key) or "")):
+                if token not in known and _LOOKS_LIKE_A_TOKEN.fullmatch(token):
+                    found.append(f"{plan.spec.path.name}: step {step.name!r}: run.{key}: $({token}) names no variable, "
+                                 "parameter or step; the shell will run it as a command")
+    return found
+
+
 def validate(spec_path: str | os.PathLike, *, pgen: str | os.PathLike | None = None, pargs: Iterable[str] = ()) -> Report:
     report = Report(str(spec_path))
     try:
@@ -46,7 +68,7 @@ def validate(spec_path: str | os.PathLike, *, pgen: str | os.PathLike | None = N
     except LegatoError as exc:
         report.errors.append(str(exc))
         return report
-    report.warnings = list(planned.plan.warnings)
+    report.warnings = list(planned.plan.warnings) + unknown_tokens(planned.plan)
     report.steps = {step.name: step.count for step in planned.plan.steps}
     report.parameters = planned.table.length
     return report
