@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Mapping
 from legato.errors import LegatoError
 from legato.parameters import ParameterTable
 from legato.spec import Dependency, Spec, Step, find_cycle
-from legato.workspace import DEFAULT_FANOUT, StepLayout
+from legato.workspace import DEFAULT_FANOUT, StepLayout, is_safe
 
 WORKSPACE_TOKEN = re.compile(r"\$\(([^$()\s]+)\.workspace\)")
 COUNT_KEYS = ("nodes", "procs", "gpus", "cores per task")
@@ -251,9 +251,21 @@ class StudyPlan:
                         f"{'s share a label' if collided > 1 else ' shares a label'} with another of other values; "
                         "as in Maestro each label runs once, with the last of its combinations"
                     )
-            labels = [self.label(plan, row) for row in plan.rows] if layout == "flat" and plan.params else None
+            flat_names = layout == "flat" and plan.params and not self._safe_labels(plan.params)
+            labels = [self.label(plan, row) for row in plan.rows] if flat_names else None
             plan.layout = StepLayout(plan.name, plan.count, layout, fanout, labels)
             next_id += plan.count
+
+    def _safe_labels(self, names: tuple[str, ...]) -> bool:
+        """Whether every label of these parameters is a folder name as it is (no need to look at each instance's)."""
+        texts = []
+        for name in names:
+            label = self.table.labels[name]
+            if isinstance(label, str) and "%%" in label:
+                texts += [label.replace("%%", ""), *set(self.table.values[name])]
+            else:
+                texts += set(self._key_column(name))
+        return is_safe(".".join(texts))
 
     def _key_column(self, name: str) -> list[str]:
         """What tells a parameter's instances apart: its values while its label template shows them, else its labels."""

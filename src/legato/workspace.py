@@ -44,6 +44,11 @@ def maestro_label(label: str) -> str:
     return _MAESTRO_UNSAFE.sub("", label).replace(" ", "_")
 
 
+def is_safe(text: str) -> bool:
+    """Nothing in ``text`` that Maestro's or legato's folder names would change."""
+    return not _UNSAFE.search(text)
+
+
 def _usable(name: str) -> bool:
     return name not in ("", ".", "..", MANIFEST) and len(name.encode()) <= _MAX_NAME
 
@@ -97,8 +102,10 @@ class StepLayout:
         return "/".join([self.step, *buckets, self.name(label)])
 
     def name(self, label: str) -> str:
-        if self.flat and label not in self.hashed and _usable(maestro_label(label)):
-            return maestro_label(label)
+        if self.flat and label not in self.hashed:
+            name = maestro_label(label)
+            if _usable(name):
+                return name
         return safe_label(label)
 
 
