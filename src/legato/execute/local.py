@@ -35,8 +35,9 @@ A task is only queued behind one that takes at least as many slots, so the cores
 exceed ``slots``. ``free_slots`` therefore answers "how big a task can be accepted now": the
 idle cores, or when none are idle, the room in a worker's queue.
 
-Workers go with the conductor (PR_SET_PDEATHSIG on Linux, through setpriv where it is installed; EOF on their command pipe elsewhere): an
-idle one at once, a busy one when its instance has ended and been journaled. Instances already
+Workers go with the conductor (PR_SET_PDEATHSIG on Linux, through setpriv where it is installed;
+EOF on their command pipe elsewhere): an idle one at once, a busy one when its instance has
+ended and been journaled. Instances already
 running are left alone and recognised later by their LEGATO_TAG.
 """
 from __future__ import annotations
