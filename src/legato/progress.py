@@ -130,14 +130,14 @@ class CampaignProgress:
         return max(self.rows_total - self.rows_done, 0) / rate
 
 
-def campaign_snapshot(ledger: "Ledger", started: float, ran: int = 0) -> CampaignProgress:
+def campaign_snapshot(ledger: "Ledger", started: float, rows_before: int = 0) -> CampaignProgress:
     """The ledger's view: rows of cleaned batches done, their failed rows, the batches not yet cleaned.
 
-    ``ran``: rows this driver did itself since ``started`` (the rest were done before a resume).
+    ``rows_before``: rows done when this driver started (a resumed campaign's rate counts only its own).
     """
     _, rows, _ = ledger.progress()
     flight = [(batch.number, batch.phase) for batch in ledger.batches(unfinished=True)]
-    return CampaignProgress(ledger.get("total_rows"), rows, ledger.failed_rows(), started, flight, max(rows - ran, 0))
+    return CampaignProgress(ledger.get("total_rows"), rows, ledger.failed_rows(), started, flight, rows_before)
 
 
 def campaign_reporter(stream: TextIO | None = None, interval: float = 5.0) -> "_CampaignLines | _CampaignBar":

@@ -13,13 +13,19 @@ CAMPAIGN = ["batch", "flaky.yaml", "-b", "6", "--rows", "params.csv", "--index",
             "--result", "echo-params:params.txt", "--min-free", "1M", "--min-inodes", "0", "-j", "2", "-o", "camp"]
 
 
-@pytest.fixture(scope="module")
-def campaign(tmp_path_factory) -> Path:
-    """The sample campaign (20 rows, batches of 6) where rows with PARAM1 < 30 fail with exit code 3."""
-    folder = tmp_path_factory.mktemp("report") / "batched_parameters"
+def flaky_sample(tmp_path_factory, name: str) -> Path:
+    """A copy of the sample with the flaky spec, its fail flag set: rows with PARAM1 < 30 fail with exit code 3."""
+    folder = tmp_path_factory.mktemp(name) / "batched_parameters"
     shutil.copytree(REPO / "samples" / "batched_parameters", folder, ignore=shutil.ignore_patterns("studies"))
     shutil.copy(HERE / "flaky.yaml", folder)
     (folder / "fail.flag").touch()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory) -> Path:
+    """The sample campaign over its 20 rows in batches of 6, with failed rows."""
+    folder = flaky_sample(tmp_path_factory, "report")
     done = legato(*CAMPAIGN, cwd=folder)
     assert done.returncode == 1, done.stdout + done.stderr
     return folder / "camp"
@@ -27,11 +33,8 @@ def campaign(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
-    """A plain ``legato run`` study folder of the sample spec, with failures too."""
-    folder = tmp_path_factory.mktemp("study") / "batched_parameters"
-    shutil.copytree(REPO / "samples" / "batched_parameters", folder, ignore=shutil.ignore_patterns("studies"))
-    shutil.copy(HERE / "flaky.yaml", folder)
-    (folder / "fail.flag").touch()
+    """A plain ``legato run`` study folder of the same rows, with the same failures."""
+    folder = flaky_sample(tmp_path_factory, "study")
     done = legato("run", "flaky.yaml", "--pgen", "batched_demo_pgen.py", "--pargs", "CSV:params.csv", "-o", "study",
                   "-j", "2", cwd=folder)
     assert done.returncode == 1, done.stdout + done.stderr
