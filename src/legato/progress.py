@@ -162,18 +162,24 @@ class _CampaignLines:
         self.stream = stream
         self.interval = interval
         self.last: float | None = None
+        self.unshown: CampaignProgress | None = None
 
     def __call__(self, snapshot: CampaignProgress) -> None:
         if self.last is not None and time.monotonic() - self.last < self.interval:
+            self.unshown = snapshot
             return
         self.last = time.monotonic()
+        self.unshown = None
         self.stream.write(f"{time.strftime('%H:%M:%S')} rows {snapshot.rows_done}/{_total(snapshot)} done, "
                           f"{snapshot.rows_failed} failed; {snapshot.rate():.1f} rows/s, ETA {_eta_text(snapshot.eta())}; "
                           f"batches in flight: {_in_flight(snapshot.batches)}\n")
         self.stream.flush()
 
     def close(self) -> None:
-        """The campaign's summary is printed by the caller."""
+        """The latest snapshot, if the interval held it back: the log ends with where the campaign got to."""
+        if self.unshown:
+            self.last = None
+            self(self.unshown)
 
 
 class _CampaignBar:

@@ -109,15 +109,16 @@ def resume_batch(folder: str | os.PathLike, *, execution: dict | None = None, re
         os.chdir(options.cwd)  # relative paths in pargs (a pgen's CSV) mean what they meant at the start
         ledger.set(pid=os.getpid(), state="running")
         from legato.campaign.pipeline import Campaign
-        from legato.progress import campaign_reporter
+        from legato.progress import campaign_reporter, campaign_snapshot
 
         campaign = Campaign(folder, options, ledger, execution, log)
-        campaign.on_progress = campaign_reporter() if progress else None
+        campaign.on_progress = show = campaign_reporter() if progress else None
         try:
             outcome = campaign.run(retry_failed)
         finally:
-            if campaign.on_progress:
-                campaign.on_progress.close()
+            if show:
+                show(campaign_snapshot(ledger, campaign.started, campaign.rows_before))  # after the last batch's clean
+                show.close()
         ledger.set(state="finished" if outcome.ok else ("stopped" if outcome.stopped else "failed"))
         return outcome
     finally:
