@@ -247,8 +247,8 @@ BAD = {
     "resume-missing": (["batch", "--resume", "nowhere"], "not a legato campaign folder"),
     "retry-alone": (["batch", SPEC, "-b", "3", "--rows", "params.csv", "--retry-failed"], "--retry-failed"),
     "status": (["status", "nowhere"], "nowhere"),
-    "results-format": (["results", "."], "--csv"),
-    "results-other": (["results", ".", "--csv", "x.csv"], "not a legato campaign folder"),
+    "results-format": (["results", ".", "--csv", "x.csv", "--json"], "give one of --csv, --parquet or --json"),
+    "results-other": (["results", ".", "--csv", "x.csv"], "neither a study folder (no legato.db) nor a campaign folder"),
 }
 
 
