@@ -3,9 +3,11 @@
 The table ``results`` is plain SQL so that pandas, DuckDB or psql read it with no legato code:
 fixed columns (the row source's index under its own name, times as ISO-8601 text with the
 zone), then one column per parameter and one per result key, added as they first appear; the
-small table ``result_columns`` says which column is a parameter and which a result. A column's type only ever widens (integer -> double -> text), so a later batch with a
-float or a word where earlier batches had integers never fails; PostgreSQL columns are altered,
-SQLite stores any value in any column anyway. Writing a batch replaces that batch's rows
+small table ``result_columns`` says which column is a parameter and which a result. A column's
+type only ever widens (integer -> double -> text), so a later batch with a float or a word
+where earlier batches had integers never fails; PostgreSQL columns are altered, SQLite stores
+any value in any column anyway (except that it turns text like ``007`` into the number 7 in an
+integer column). Writing a batch replaces that batch's rows
 inside one transaction (schema changes included), so a crash mid-write leaves the old rows or
 the new ones, never both: the campaign driver may simply harvest a batch again after a crash.
 """
