@@ -337,6 +337,22 @@ def test_piped_progress_is_plain_lines(tmp_path: Path) -> None:
     assert lines[-1].split(" ", 1)[1].startswith("4 finished;")
 
 
+def test_terminal_progress_draws_a_bar_over_the_step_table(tmp_path: Path) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    study = prepare(tmp_path, "sleeps.yaml")
+    stream = Terminal()
+    show = reporter(stream)
+    with Store.of_study(study) as store:
+        Conductor(study, store, ScriptedExecutor(), on_progress=show).run()
+    show.close()
+    drawn = stream.getvalue()
+    assert "━" in drawn and "4/4" in drawn and "0 failed" in drawn and "ETA" in drawn
+    assert "finished" in drawn  # the per-step table below the bar
+
+
 def test_a_resumed_run_rates_only_its_own_work(tmp_path: Path) -> None:
     study = prepare(tmp_path, "sleeps.yaml")
     with Store.of_study(study) as store:
