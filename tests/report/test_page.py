@@ -44,3 +44,38 @@ def test_study_report(study):
     assert example.returncode == 3 and example.params["PARAM1"] < 30 and "PARAM1 too small" in example.stderr
     page = render(facts)
     assert "instance durations" in page and "rows finished over time" in page and "PARAM1 too small" in page
+
+
+def test_report_of_a_running_campaign_is_a_snapshot(sample_dir):
+    """While a batch sleeps, the report shows the batches already cleaned and the campaign as running."""
+    import shutil
+    import sqlite3
+    import subprocess
+
+    from legato import api
+    from tests.campaign.files.checks import HERE, python_legato, source_env
+    from tests.campaign.test_pipeline import wait_for
+
+    shutil.copy(HERE / "slow.yaml", sample_dir)
+    (sample_dir / "slow.flag").touch()
+    args = ["batch", "slow.yaml", "-b", "3", "--rows", "params.csv", "--index", "param_combo", "--min-free", "1M",
+            "--min-inodes", "0", "-o", "camp"]
+    process = subprocess.Popen(python_legato(*args), cwd=sample_dir, env=source_env(), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def cleaned() -> int:
+        with sqlite3.connect(sample_dir / "camp" / "campaign.db") as db:
+            return db.execute("SELECT count(*) FROM batches WHERE phase = 'cleaned'").fetchone()[0]
+
+    try:
+        wait_for(lambda: next(sample_dir.glob("running.*"), None) and (sample_dir / "camp" / "campaign.db").is_file()
+                 and cleaned())
+        facts = gather(sample_dir / "camp")
+        assert process.poll() is None
+        page = render(facts)
+        api.cancel(sample_dir / "camp")
+    finally:
+        process.kill()
+        process.wait()
+    assert facts.state == "running" and facts.rows >= 3 and facts.total == 20
+    assert "state: running" in page and "rows total<b>20</b>" in page
