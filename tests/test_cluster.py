@@ -137,7 +137,7 @@ def test_campaign_on_slurm(slurm, tmp_path: Path) -> None:
                   "--batch-size", "5", "--result", "echo-params:params.txt", "-o", "camp", "-s", "0.5", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     with sqlite3.connect(tmp_path / "camp" / "results.db") as db:
-        assert db.execute("SELECT count(DISTINCT row_index), count(*) FROM results WHERE state = 'finished'").fetchone() == (10, 10)
+        assert db.execute("SELECT count(DISTINCT param_combo), count(*) FROM results WHERE state = 'finished'").fetchone() == (10, 10)
     submitted = slurm_jobs(slurm, tmp_path / "camp")
     assert len(submitted) == 2 and set(submitted.values()) == {"COMPLETED"}  # one packed job per batch
 
