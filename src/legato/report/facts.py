@@ -17,7 +17,7 @@ from typing import Any
 
 from legato.campaign.harvest import FLOAT, INT
 from legato.campaign.ledger import LEDGER, Ledger
-from legato.store import DB_NAME, Store
+from legato.store import Store
 
 EXAMPLES = 3
 """Failed rows shown per reason."""
