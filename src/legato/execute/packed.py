@@ -157,7 +157,7 @@ class PackedExecutor:
         name = f"legato-{self._run}-{self.calls['submit']:06d}"
         chunk = self.folder / f"{name}.json"
         record = self.folder / f"{name}.record"
-        chunk.write_text(json.dumps({"tag": self.tag, "tasks": [_task_fields(task) for task in tasks]}))
+        chunk.write_text(json.dumps({"tag": self.tag, "tasks": [task_fields(task) for task in tasks]}))
         script = self.folder / f"{name}.sh"
         script.write_text(self.scheduler.job_script(self._request(name, tasks, chunk, record)))
         jobid = self.scheduler.submit(str(script), str(self.folder))
@@ -171,7 +171,7 @@ class PackedExecutor:
         self.jobs[jobid] = job
 
     def _request(self, name: str, tasks: list[Task], chunk: Path, record: Path) -> JobRequest:
-        worker = _worker_command(chunk, record)
+        worker = python_command("legato.worker", str(chunk), str(record))
         if self.array:
             variable, offset = _ARRAY_INDEX.get(self.scheduler.key, ("SLURM_ARRAY_TASK_ID", 0))
             cores = max(task.slots for task in tasks)
@@ -277,16 +277,16 @@ class PackedExecutor:
                                     cancelled=self.cancelled))
 
 
-def _worker_command(chunk: Path, record: Path) -> str:
-    """The job's worker runs this same Python and this same legato, also from a checkout on PYTHONPATH."""
-    command = f"{shlex.quote(sys.executable)} -m legato.worker {shlex.quote(str(chunk))} {shlex.quote(str(record))}"
+def python_command(module: str, *args: str) -> str:
+    """A job runs this same Python and this same legato, also from a checkout on PYTHONPATH."""
+    command = " ".join(shlex.quote(word) for word in (sys.executable, "-m", module, *args))
     source = str(Path(legato.__file__).resolve().parent.parent)
     if source in {*site.getsitepackages(), site.getusersitepackages()}:
         return command
     return f'export PYTHONPATH={shlex.quote(source)}"${{PYTHONPATH:+:$PYTHONPATH}}"\n{command}'
 
 
-def _task_fields(task: Task) -> dict:
+def task_fields(task: Task) -> dict:
     fields = {name: getattr(task, name) for name in Task.__slots__}
     fields["env"] = dict(task.env) if task.env else None
     return fields
