@@ -1,0 +1,106 @@
+"""Pilot jobs end to end through the CLI on the real private SLURM of the `slurm` fixture.
+
+Allocations are counted by asking SLURM itself (tests/test_cluster.py's ``slurm_jobs``).
+Every instance of pilots.yaml appends to began.txt when it starts and to ran.txt when it
+ends, so "nothing lost, nothing run twice" is read off the instance folders.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+
+from tests.test_cluster import FILES, legato, slurm_jobs, start_legato, study_rows, wait_for
+
+
+def pilot_study(folder: Path, count: int, sleep: float, spec: str = "pilots.yaml") -> list[str]:
+    """The spec and pgen in ``folder``; the arguments of ``legato run`` for ``count`` instances."""
+    shutil.copy(FILES / spec, folder / "spec.yaml")
+    shutil.copy(FILES / "count_pgen.py", folder / "count_pgen.py")
+    return ["spec.yaml", "--pgen", "count_pgen.py", "--pargs", f"N:{count}", "--pargs", f"SLEEP:{sleep}", "-o", "out",
+            "-s", "0.5"]
+
+
+def lines(study: Path, name: str) -> dict[str, int]:
+    """Instance folder -> lines in its ``name`` file."""
+    return {path.parent.name: len(path.read_text().splitlines()) for path in study.glob(f"work/**/{name}")}
+
+
+def settled(cluster, study: Path) -> dict[str, str]:
+    """SLURM's jobs of the study once none runs any more (pilots leave a moment after the driver)."""
+    wait_for(lambda: "RUNNING" not in slurm_jobs(cluster, study).values() and
+             "PENDING" not in slurm_jobs(cluster, study).values(), 30, "the pilots leaving")
+    return slurm_jobs(cluster, study)
+
+
+def assert_each_ran_once(study: Path, count: int) -> None:
+    ran = lines(study, "ran.txt")
+    assert len(ran) == count and set(ran.values()) == {1}, ran
+    assert study_rows(study, "SELECT state, count(*) FROM instances GROUP BY state") == [("finished", count)]
+
+
+def test_100_instances_in_chunks_of_20_use_two_allocations(slurm, tmp_path: Path) -> None:
+    done = legato(slurm, "run", *pilot_study(tmp_path, 100, 0.1), "--pack", "20", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    study = tmp_path / "out"
+    jobs = settled(slurm, study)
+    assert len(jobs) <= 2 and set(jobs.values()) == {"COMPLETED"}
+    assert_each_ran_once(study, 100)
+    assert {jobid for (jobid,) in study_rows(study, "SELECT DISTINCT jobid FROM instances")} <= set(jobs)
+
+
+def test_10000_trivial_instances_in_chunks_of_1000_use_at_most_four(slurm, tmp_path: Path) -> None:
+    done = legato(slurm, "run", *pilot_study(tmp_path, 10_000, 0, "trivial.yaml"), "--pack", "1000", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    study = tmp_path / "out"
+    jobs = settled(slurm, study)
+    assert len(jobs) <= 4 and set(jobs.values()) == {"COMPLETED"}
+    assert study_rows(study, "SELECT state, count(*) FROM instances GROUP BY state") == [("finished", 10_000)]
+    assert len(list(study.glob("work/**/out.txt"))) == 10_000
+
+
+def test_pilot_out_of_walltime_hands_over_to_the_next(slurm, tmp_path: Path) -> None:
+    """15 s pilots, 5 s instance walltimes, 15 s of work on 2 cores: the first pilot returns the rest and leaves."""
+    done = legato(slurm, "run", *pilot_study(tmp_path, 30, 1), "--pack", "10", "--pilots", "1", "--job-cores", "2",
+                  "--job-walltime", "00:00:15", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    study = tmp_path / "out"
+    jobs = settled(slurm, study)
+    assert len(jobs) >= 2 and set(jobs.values()) == {"COMPLETED"}
+    assert_each_ran_once(study, 30)
+    assert set(lines(study, "began.txt").values()) == {1}  # it stopped starting instances in time
+    records = "".join(path.read_text() for path in (study / "jobs" / "records").glob("*.record"))
+    assert '"reason": "walltime"' in records and '"event": "returned"' in records
+
+
+def test_pilot_killed_at_its_time_limit_is_replaced(slurm, tmp_path: Path) -> None:
+    """SLURM ends the pilot mid-run (its end moved to now): what ran stays done, what it held runs in the next."""
+    conductor = start_legato(slurm, "run", *pilot_study(tmp_path, 40, 1), "--pack", "5", "--pilots", "1",
+                             "--job-cores", "1", cwd=tmp_path)
+    study = tmp_path / "out"
+    wait_for(lambda: len(lines(study, "ran.txt")) >= 2, 60, "two instances done")
+    (first,) = slurm_jobs(slurm, study)
+    assert slurm.run("scontrol", "update", f"JobId={first}", "EndTime=now").returncode == 0
+    output, _ = conductor.communicate(timeout=180)
+    assert conductor.returncode == 0, output
+    jobs = settled(slurm, study)
+    assert jobs[first] == "TIMEOUT" and len(jobs) == 2 and list(jobs.values()).count("COMPLETED") == 1
+    assert_each_ran_once(study, 40)
+    assert max(lines(study, "began.txt").values()) == 2  # the one interrupted began again
+
+
+def test_killed_driver_resumes_and_adopts_the_running_pilot(slurm, tmp_path: Path) -> None:
+    conductor = start_legato(slurm, "run", *pilot_study(tmp_path, 16, 1), "--pack", "4", "--pilots", "1",
+                             "--job-cores", "2", cwd=tmp_path)
+    study = tmp_path / "out"
+    wait_for(lambda: len(lines(study, "ran.txt")) >= 3, 60, "three instances done")
+    os.kill(conductor.pid, signal.SIGKILL)
+    conductor.communicate(timeout=30)
+    (pilot,) = slurm_jobs(slurm, study)
+    resumed = legato(slurm, "run", "--resume", "out", "-s", "0.5", "--pack", "4", "--pilots", "1", "--job-cores", "2",
+                     cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert settled(slurm, study) == {pilot: "COMPLETED"}  # adopted: neither cancelled nor replaced
+    assert_each_ran_once(study, 16)
+    assert set(lines(study, "began.txt").values()) == {1}
