@@ -11,7 +11,7 @@ import shutil
 import signal
 from pathlib import Path
 
-from tests.test_cluster import FILES, legato, slurm_jobs, start_legato, study_rows, wait_for
+from tests.test_cluster import FILES, legato, settled, slurm_jobs, start_legato, study_rows, wait_for
 
 
 def pilot_study(folder: Path, count: int, sleep: float, spec: str = "pilots.yaml") -> list[str]:
@@ -27,13 +27,6 @@ def lines(study: Path, name: str) -> dict[str, int]:
     return {path.parent.name: len(path.read_text().splitlines()) for path in study.glob(f"work/**/{name}")}
 
 
-def settled(cluster, study: Path) -> dict[str, str]:
-    """SLURM's jobs of the study once none runs any more (pilots leave a moment after the driver)."""
-    wait_for(lambda: "RUNNING" not in slurm_jobs(cluster, study).values() and
-             "PENDING" not in slurm_jobs(cluster, study).values(), 30, "the pilots leaving")
-    return slurm_jobs(cluster, study)
-
-
 def assert_each_ran_once(study: Path, count: int) -> None:
     ran = lines(study, "ran.txt")
     assert len(ran) == count and set(ran.values()) == {1}, ran
@@ -45,9 +38,10 @@ def test_100_instances_in_chunks_of_20_use_two_allocations(slurm, tmp_path: Path
     assert done.returncode == 0, done.stdout + done.stderr
     study = tmp_path / "out"
     jobs = settled(slurm, study)
-    assert len(jobs) <= 2 and set(jobs.values()) == {"COMPLETED"}
+    assert len(jobs) <= 2 and set(jobs.values()) - {"CANCELLED"} == {"COMPLETED"}  # cancelled: never needed
     assert_each_ran_once(study, 100)
-    assert {jobid for (jobid,) in study_rows(study, "SELECT DISTINCT jobid FROM instances")} <= set(jobs)
+    ran = {jobid for jobid, state in jobs.items() if state == "COMPLETED"}
+    assert {jobid for (jobid,) in study_rows(study, "SELECT DISTINCT jobid FROM instances")} == ran
 
 
 def test_10000_trivial_instances_in_chunks_of_1000_use_at_most_four(slurm, tmp_path: Path) -> None:
@@ -55,7 +49,7 @@ def test_10000_trivial_instances_in_chunks_of_1000_use_at_most_four(slurm, tmp_p
     assert done.returncode == 0, done.stdout + done.stderr
     study = tmp_path / "out"
     jobs = settled(slurm, study)
-    assert len(jobs) <= 4 and set(jobs.values()) == {"COMPLETED"}
+    assert len(jobs) <= 4 and set(jobs.values()) - {"CANCELLED"} == {"COMPLETED"}
     assert study_rows(study, "SELECT state, count(*) FROM instances GROUP BY state") == [("finished", 10_000)]
     assert len(list(study.glob("work/**/out.txt"))) == 10_000
 

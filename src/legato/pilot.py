@@ -10,7 +10,7 @@ instance only while the allocation has more time left than the instance's wallti
 margin, for instances without one). When nothing more fits it puts the unstarted rest of its
 chunks back in the queue and leaves, so the driver's next pilot goes on with them. It also
 leaves after ``idle`` seconds without work, or at once when idle and the driver has finished
-(FOLDER/stop). On SIGTERM (``scancel``, the scheduler's walltime) it stops its instances and
+(FOLDER/stop) or FOLDER is gone. On SIGTERM (``scancel``, the scheduler's walltime) it stops its instances and
 records only those that really ended: the driver returns the others to the queue.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from legato.chunks import CLAIMED, RECORDS, STOP, claim, put_back
+from legato.chunks import CLAIMED, QUEUE, RECORDS, STOP, claim, put_back
 from legato.execute.local import Finished, LocalExecutor, Started, Task
 from legato.worker import write_event
 
@@ -83,7 +83,7 @@ class Pilot:
             elif self.pending or self._remaining() < self.margin:
                 self._return_all()
                 return "walltime"
-            elif (self.folder / STOP).exists():
+            elif (self.folder / STOP).exists() or not (self.folder / QUEUE).is_dir():  # done, or its folder cleaned away
                 return "stopped"
             elif time.monotonic() - idle_since >= self.idle:
                 return "idle"
@@ -94,8 +94,9 @@ class Pilot:
         return self.deadline - time.monotonic()
 
     def _claim_more(self) -> None:
-        """Keep a wave of work ready behind the running one, while there is time for more."""
-        while len(self.pending) < self.slots and self._remaining() >= self.margin and not self.signalled:
+        """Take a chunk when a core would otherwise idle, while there is time for more: taking more
+        would keep it from a pilot with idle cores."""
+        while self.running + len(self.pending) < self.slots and self._remaining() >= self.margin and not self.signalled:
             now = time.monotonic()
             if now - self._looked < LOOK_SECONDS:
                 return
