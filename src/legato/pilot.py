@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO
 
 from legato.chunks import CLAIMED, QUEUE, RECORDS, STOP, claim, put_back
-from legato.execute.local import Finished, LocalExecutor, Started, Task
+from legato.execute.local import MAX_DEPTH, Finished, LocalExecutor, Started, Task
 from legato.worker import write_event
 
 LOOK_SECONDS = 0.5
@@ -114,13 +114,20 @@ class Pilot:
             self._line({"event": "claimed", "chunk": name, "time": time.time(), "keys": len(keys)})
 
     def _start(self, executor: LocalExecutor) -> None:
-        """Start what fits in the free cores and in the time left; the rest waits."""
+        """Start what fits in the free cores and in the time left; the rest waits.
+
+        The local executor also queues tasks behind running ones (what keeps trivial instances
+        fast); a queued task starts later, so it is queued only while a full worker queue of
+        tasks as long as it would still end in time.
+        """
         waiting = []
         for index, task in enumerate(self.pending):
             if not executor.free_slots:
                 waiting.extend(self.pending[index:])
                 break
-            if task.slots <= executor.free_slots and (task.walltime or self.margin) <= self._remaining():
+            need = task.walltime or self.margin
+            ahead = 1 if self.running < self.slots else MAX_DEPTH + 1
+            if task.slots <= executor.free_slots and need * ahead <= self._remaining():
                 executor.submit(task)
                 self.running += 1
             else:
