@@ -234,20 +234,11 @@ class PackedExecutor:
         try:
             states = self.scheduler.poll(ids)
         except LegatoError as error:
-            self._poll_failed(error)
+            self._failing_since = poll_failed(self._failing_since, error, self.interval)
             return
         self._failing_since = None
         for job in list(self.jobs.values()):
             self._settle(job, states)
-
-    def _poll_failed(self, error: LegatoError) -> None:
-        """A busy controller times out now and then; only one that stays silent stops the run."""
-        now = time.monotonic()
-        if self._failing_since is None:
-            self._failing_since = now
-            print(f"legato: {error}; asking again every {self.interval:g} s", file=sys.stderr)
-        elif now - self._failing_since > POLL_PATIENCE:
-            raise LegatoError(f"the scheduler has not answered for {POLL_PATIENCE:.0f} s: {error}")
 
     def _settle(self, job: _Job, states: dict[str, JobState]) -> None:
         """Note whether the job runs; for each part that ended (or that the scheduler forgot), read its
@@ -275,6 +266,18 @@ class PackedExecutor:
         del job.tasks[key]
         self.events.append(Finished(key, -9, started, now, pid, timed_out=state is JobState.TIMEOUT,
                                     cancelled=self.cancelled))
+
+
+def poll_failed(failing_since: float | None, error: LegatoError, interval: float) -> float:
+    """A busy controller times out now and then; only one that stays silent for ``POLL_PATIENCE`` stops
+    the run. Returns since when the scheduler has been failing."""
+    now = time.monotonic()
+    if failing_since is None:
+        print(f"legato: {error}; asking again every {interval:g} s", file=sys.stderr)
+        return now
+    if now - failing_since > POLL_PATIENCE:
+        raise LegatoError(f"the scheduler has not answered for {POLL_PATIENCE:.0f} s: {error}")
+    return failing_since
 
 
 def python_command(module: str, *args: str) -> str:

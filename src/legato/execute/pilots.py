@@ -33,7 +33,7 @@ from legato.chunks import CLAIMED, QUEUE, RECORDS, REGISTRY, STOP
 from legato.errors import LegatoError
 from legato.execute import Queued
 from legato.execute.local import Finished, Started, Task
-from legato.execute.packed import POLL_PATIENCE, python_command, task_fields
+from legato.execute.packed import poll_failed, python_command, task_fields
 from legato.schedulers.base import JobRequest, JobState, Resources, Scheduler, hms
 from legato.walltime import parse_walltime
 
@@ -291,7 +291,7 @@ class PilotExecutor:
         try:
             states = self.scheduler.poll([pilot.jobid for pilot in self.live.values()])
         except LegatoError as error:
-            self._poll_failed(error)
+            self._failing_since = poll_failed(self._failing_since, error, self.interval)
             return
         self._failing_since = None
         for pilot in list(self.live.values()):
@@ -300,15 +300,6 @@ class PilotExecutor:
                 self._tail(pilot)
                 if pilot.name in self.live:
                     self._retire(pilot, pilot.state)
-
-    def _poll_failed(self, error: LegatoError) -> None:
-        """A busy controller times out now and then; only one that stays silent stops the run."""
-        now = time.monotonic()
-        if self._failing_since is None:
-            self._failing_since = now
-            print(f"legato: {error}; asking again every {self.interval:g} s", flush=True)
-        elif now - self._failing_since > POLL_PATIENCE:
-            raise LegatoError(f"the scheduler has not answered for {POLL_PATIENCE:.0f} s: {error}")
 
     def _retire(self, pilot: _Pilot, state: JobState) -> None:
         """The pilot is gone: whatever it still held goes back to the queue, less what its record shows ended."""
