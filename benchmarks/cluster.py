@@ -14,6 +14,7 @@ in chunks of 1,000 (the most over the repeats).
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import sys
 from pathlib import Path
@@ -71,8 +72,8 @@ def outputs(study: Path) -> int:
 
 def legato_runs(args, work: Path, env: dict[str, str], rows: int, pack: int, *flags: str) -> list[dict]:
     """``--repeat`` runs of legato over ``rows`` CSV rows in chunks of ``pack``, each into a new study folder."""
-    csv = harness.make_csv(rows, 3, work / f"params-{rows}.csv")
-    pargs = ["--pargs", f"CSV:{csv}", "--pargs", "INDEX:param_combo"]
+    params = harness.make_csv(rows, 3, work / f"params-{rows}.csv")
+    pargs = ["--pargs", f"CSV:{params}", "--pargs", "INDEX:param_combo"]
     runs = []
     for _ in range(max(1, args.repeat)):
         study = work / "studies" / f"legato-{len(list((work / 'studies').glob('legato-*')))}"
@@ -80,6 +81,12 @@ def legato_runs(args, work: Path, env: dict[str, str], rows: int, pack: int, *fl
                                         *pargs, "--pack", str(pack), "-s", "1", *flags, "-o", str(study)], work, env))
         runs[-1]["done"] = outputs(study)
     return runs
+
+
+def distinct(csv_path: Path) -> int:
+    """Rows with distinct parameter values (the index column aside): the study's instances."""
+    with open(csv_path, newline="") as stream:
+        return len({tuple(v for k, v in row.items() if k != "param_combo") for row in csv.DictReader(stream)})
 
 
 def median(runs: list[dict]) -> dict:
@@ -95,7 +102,7 @@ def main() -> None:
     work = harness.workdir(args)
     (work / "studies").mkdir(parents=True, exist_ok=True)
     (work / "spec.yaml").write_text(SPEC)
-    csv = harness.make_csv(args.rows, 3, work / f"params-{args.rows}.csv")
+    params = harness.make_csv(args.rows, 3, work / f"params-{args.rows}.csv")
     try:
         with private_slurm() as cluster:
             env = {**harness.tool_env(), **cluster.environ}
@@ -103,7 +110,7 @@ def main() -> None:
             packed = legato_runs(args, work, env, args.rows, args.pack, "--pilots", "0")
             scenarios = [(rows, pack, legato_runs(args, work, env, rows, pack)) for rows, pack in ((100, 20), (10_000, 1000))]
             maestro = run_tool("maestrowf", [*harness.maestro_argv(args.bench_venv), "run", "-fg", "-y", "-s", "1",
-                                             str(work / "spec.yaml"), "--pgen", str(PGEN), "--pargs", f"CSV:{csv}",
+                                             str(work / "spec.yaml"), "--pgen", str(PGEN), "--pargs", f"CSV:{params}",
                                              "--pargs", "INDEX:param_combo", "-o", str(work / "studies" / "maestro")],
                                work, env)
             maestro["done"] = outputs(work / "studies" / "maestro")
@@ -113,8 +120,9 @@ def main() -> None:
     rows = [[name, f"{median(runs)['seconds']:.1f}", str(median(runs)["jobs"]), str(median(runs)["calls"]),
              ", ".join(f"{k} {v}" for k, v in median(runs)["detail"].items() if v), f"{median(runs)['done']:,}"]
             for name, runs in compared]
-    allocations = [[f"{rows:,}", f"{pack:,}", str(max(run["jobs"] for run in runs)),
-                    f"{median(runs)['seconds']:.1f}", f"{min(run['done'] for run in runs):,}"]
+    allocations = [[f"{rows:,}", f"{distinct(work / f'params-{rows}.csv'):,}", f"{pack:,}",
+                    str(max(run["jobs"] for run in runs)), f"{median(runs)['seconds']:.1f}",
+                    f"{min(run['done'] for run in runs):,}"]
                    for rows, pack, runs in scenarios]
     fewer = maestro["jobs"] / max(median(pilots)["jobs"], 1)
     faster = maestro["seconds"] / median(pilots)["seconds"]
@@ -125,8 +133,9 @@ def main() -> None:
                       rows), "",
         f"- instances: {args.rows:,} rows; legato --pack {args.pack} -s 1 (2 pilots, the default), median of "
         f"{len(pilots)} runs ({times} s); maestrowf -fg -y -s 1 (one run)", "",
-        harness.table(["rows", "--pack", "allocations (most of the runs)", "wall s (median)", "params.txt written (fewest)"],
-                      allocations), "",
+        harness.table(["rows", "instances", "--pack", "allocations (most of the runs)", "wall s (median)",
+                       "params.txt written (fewest)"], allocations), "",
+        "- instances: the distinct rows (rows a step cannot tell apart run once, as in Maestro)",
         f"- load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         f"- {harness.verdict(fewer >= 50)}: >= 50x fewer jobs than maestrowf: {fewer:.0f}x",
         f"- {harness.verdict(faster >= 10)}: >= 10x faster to completion: {faster:.1f}x",

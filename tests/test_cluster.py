@@ -49,6 +49,14 @@ def study_rows(study: Path, sql: str) -> list[tuple]:
         return db.execute(sql).fetchall()
 
 
+def ready_rows(study: Path, sql: str) -> list[tuple]:
+    """``study_rows`` of a study that may still be being prepared: nothing until its store has its tables."""
+    try:
+        return study_rows(study, sql) if (study / "legato.db").exists() else []
+    except sqlite3.OperationalError:
+        return []
+
+
 def slurm_jobs(cluster, below: Path) -> dict[str, str]:
     """SLURM's jobs that ran in a folder below ``below``: job (or array) id -> state of its last task."""
     shown = cluster.run("scontrol", "--oneliner", "show", "job").stdout
@@ -148,7 +156,7 @@ def test_campaign_on_slurm(slurm, tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "camp" / "results.db") as db:
         assert db.execute("SELECT count(DISTINCT row_index), count(*) FROM results WHERE state = 'finished'").fetchone() == (10, 10)
     submitted = settled(slurm, tmp_path / "camp")
-    assert len(submitted) == 2 and set(submitted.values()) == {"COMPLETED"}  # one pilot per batch
+    assert 1 <= len(submitted) <= 2 and set(submitted.values()) - {"CANCELLED"} == {"COMPLETED"}  # pilots serve both batches
 
 
 def test_job_killed_at_its_time_limit_is_recorded_and_retried(slurm, tmp_path: Path) -> None:
@@ -158,8 +166,7 @@ def test_job_killed_at_its_time_limit_is_recorded_and_retried(slurm, tmp_path: P
     conductor = start_legato(slurm, "run", "spec.yaml", "-o", "out", "-s", "0.5", "-a", "2", "--pilots", "0",
                              cwd=tmp_path)
     study = tmp_path / "out"
-    wait_for(lambda: (study / "legato.db").exists() and study_rows(study, "SELECT jobid FROM instances WHERE state = 'running'"),
-             what="the instance running")
+    wait_for(lambda: ready_rows(study, "SELECT jobid FROM instances WHERE state = 'running'"), what="the instance running")
     (jobid,) = study_rows(study, "SELECT jobid FROM instances")[0]
     assert slurm.run("scontrol", "update", f"JobId={jobid}", "EndTime=now").returncode == 0
     retrying = "SELECT state, reason FROM instances WHERE reason = 'attempt 1 timed out; retrying'"

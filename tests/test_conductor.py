@@ -19,7 +19,7 @@ from typing import Callable
 
 import pytest
 
-from legato import api
+from legato import api, launch
 from legato.conductor import Conductor, Outcome
 from legato.execute.local import Finished, Started, Task
 from legato.progress import rate_and_eta, reporter
@@ -287,7 +287,7 @@ def test_cancel_waits_for_a_starting_conductor_to_record_its_pid(tmp_path: Path,
         import os, time
         from filelock import FileLock
         from legato.store import Store
-        lock = FileLock({str(study / api.LOCK_NAME)!r})
+        lock = FileLock({str(study / launch.LOCK_NAME)!r})
         lock.acquire()
         print("locked", flush=True)
         time.sleep(0.5)
@@ -309,7 +309,7 @@ def test_cancel_without_a_conductor_keeps_finished_work(tmp_path: Path, gated) -
     with Store.of_study(study) as store:  # a killed conductor's last record, and what ended after it
         store.update_many([{"id": key["s/P.1"], "state": "running"}, {"id": key["s/P.2"], "state": "running"}])
         store.set_meta(state="running", tag="no-such-tag")
-    (study / api.JOURNAL_NAME).write_text(f"d {key['s/P.1']} 1.5 0\nd {key['s/P.2']} 1.5 1\n")
+    (study / launch.JOURNAL_NAME).write_text(f"d {key['s/P.1']} 1.5 0\nd {key['s/P.2']} 1.5 1\n")
     assert api.cancel(study).startswith("no conductor was running")
     found = states(study)
     assert found["s/P.1"] == "finished" and found["s/P.2"] == "cancelled"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 from pathlib import Path
 
 from tests.test_cluster import FILES, legato, settled, slurm_jobs, start_legato, study_rows, wait_for
@@ -98,3 +99,75 @@ def test_killed_driver_resumes_and_adopts_the_running_pilot(slurm, tmp_path: Pat
     assert settled(slurm, study) == {pilot: "COMPLETED"}  # adopted: neither cancelled nor replaced
     assert_each_ran_once(study, 16)
     assert set(lines(study, "began.txt").values()) == {1}
+
+
+def campaign(folder: Path, rows: int, sleep: float, spec: str = "pilots.yaml") -> list[str]:
+    """pilots.yaml over ``rows`` CSV rows (I, SLEEP); the arguments of ``legato batch`` before the batch options."""
+    shutil.copy(FILES / spec, folder / "spec.yaml")
+    (folder / "rows.csv").write_text("I,SLEEP\n" + "".join(f"{i},{sleep}\n" for i in range(1, rows + 1)))
+    return ["batch", "spec.yaml", "--rows", "rows.csv", "-o", "camp", "-s", "0.5"]
+
+
+def campaign_rows(folder: Path) -> tuple[int, int]:
+    """(distinct rows finished, result rows) of the campaign in ``folder``/camp."""
+    with sqlite3.connect(folder / "camp" / "results.db") as db:
+        return db.execute("SELECT count(DISTINCT row_index), count(*) FROM results WHERE state = 'finished'").fetchone()
+
+
+def test_campaign_of_100_rows_in_5_batches_uses_two_allocations(slurm, tmp_path: Path) -> None:
+    done = legato(slurm, *campaign(tmp_path, 100, 0.1), "-b", "20", "--pack", "100", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert campaign_rows(tmp_path) == (100, 100)
+    jobs = settled(slurm, tmp_path / "camp")
+    assert len(jobs) <= 2 and set(jobs.values()) - {"CANCELLED"} == {"COMPLETED"}
+
+
+def test_campaign_of_10000_rows_in_10_batches_uses_at_most_four(slurm, tmp_path: Path) -> None:
+    done = legato(slurm, *campaign(tmp_path, 10_000, 0, "trivial.yaml"), "-b", "1000", "--pack", "1000", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert campaign_rows(tmp_path) == (10_000, 10_000)
+    jobs = settled(slurm, tmp_path / "camp")
+    assert len(jobs) <= 4 and set(jobs.values()) - {"CANCELLED"} == {"COMPLETED"}
+
+
+def test_campaign_pilot_out_of_walltime_is_replaced(slurm, tmp_path: Path) -> None:
+    """12 s pilots, one at a time, 40 one-second rows on 2 cores in 4 batches: several pilots, each row once."""
+    done = legato(slurm, *campaign(tmp_path, 40, 1), "-b", "10", "--pack", "5", "--pilots", "1", "--job-cores", "2",
+                  "--job-walltime", "00:00:12", "--keep-workspace", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert campaign_rows(tmp_path) == (40, 40)
+    jobs = settled(slurm, tmp_path / "camp")
+    assert len(jobs) >= 2 and set(jobs.values()) == {"COMPLETED"}
+    ran = [len(path.read_text().splitlines()) for path in (tmp_path / "camp").glob("**/ran.txt")]
+    began = [len(path.read_text().splitlines()) for path in (tmp_path / "camp").glob("**/began.txt")]
+    assert len(ran) == 40 and set(ran) == {1} and set(began) == {1}
+
+
+def start_campaign(cluster, folder: Path) -> None:
+    """24 one-second rows in 3 batches on one 2-core pilot; the driver is killed -9 once 3 rows ran."""
+    driver = start_legato(cluster, *campaign(folder, 24, 1), "-b", "8", "--pack", "4", "--pilots", "1", "--job-cores",
+                          "2", "--keep-workspace", cwd=folder)
+    wait_for(lambda: len(list((folder / "camp").glob("**/ran.txt"))) >= 3, 60, "three rows done")
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.communicate(timeout=30)
+
+
+def test_killed_campaign_driver_resumes_with_its_pilot(slurm, tmp_path: Path) -> None:
+    start_campaign(slurm, tmp_path)
+    (pilot,) = slurm_jobs(slurm, tmp_path / "camp")
+    resumed = legato(slurm, "batch", "--resume", "camp", "-s", "0.5", "--pack", "4", "--pilots", "1", "--job-cores", "2",
+                     cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert campaign_rows(tmp_path) == (24, 24)
+    assert settled(slurm, tmp_path / "camp") == {pilot: "COMPLETED"}  # adopted: neither cancelled nor replaced
+    for name in ("ran.txt", "began.txt"):
+        counted = [len(path.read_text().splitlines()) for path in (tmp_path / "camp").glob(f"**/{name}")]
+        assert len(counted) == 24 and set(counted) == {1}, name
+
+
+def test_cancel_of_a_campaign_without_its_driver_ends_its_pilots(slurm, tmp_path: Path) -> None:
+    start_campaign(slurm, tmp_path)
+    (pilot,) = slurm_jobs(slurm, tmp_path / "camp")
+    cancelled = legato(slurm, "cancel", "camp", cwd=tmp_path)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert settled(slurm, tmp_path / "camp") == {pilot: "CANCELLED"}

@@ -60,7 +60,7 @@ def _cluster_options(function):
     """How studies with a scheduler ``batch`` block use it (ignored for local studies)."""
     options = [
         click.option("--pack", type=click.IntRange(min=1), default=100, show_default=True,
-                     help="Cluster: instances per job (1: one job per instance, as Maestro)."),
+                     help="Cluster: instances per chunk, a pilot's unit of work or a job (1: one job per instance, as Maestro)."),
         click.option("--array", is_flag=True, help="Cluster: submit each chunk as a job array."),
         click.option("--job-cores", type=click.IntRange(min=1), help="Cluster: cores per job (default: this machine's)."),
         click.option("--pilots", type=click.IntRange(min=0), default=2, show_default=True,
@@ -201,8 +201,11 @@ def cancel(folder, yes) -> None:
 @click.option("--no-archive", is_flag=True, help="Only harvest, then delete each batch workspace.")
 @click.option("--keep-workspace", is_flag=True, help="Keep each batch workspace after archiving.")
 @click.option("--on-failure", type=click.Choice(["continue", "stop"]), default="continue", show_default=True)
-@click.option("--min-free", help="Free space needed before each batch.  [default: 1G]")
-@click.option("--min-inodes", type=click.IntRange(min=0), help="Free inodes needed before each batch.  [default: 100000]")
+@click.option("-w", "--window", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Batch workspaces on disk at once: the next batch is set up while this many are running or being "
+                   "harvested and archived.")
+@click.option("--min-free", help="Free space each batch on disk needs; checked before a batch workspace is made.  [default: 1G]")
+@click.option("--min-inodes", type=click.IntRange(min=0), help="Free inodes each batch on disk needs.  [default: 100000]")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Cores to keep busy (default: all).")
 @click.option("-t", "--throttle", type=click.IntRange(min=0), default=0, help="At most N instances in flight (on a cluster: N jobs queued or running; 0: no limit).")
 @click.option("-a", "--attempts", type=click.IntRange(min=1), default=1, show_default=True, help="Tries per instance.")
@@ -211,12 +214,16 @@ def cancel(folder, yes) -> None:
 @click.option("--detach", is_flag=True, help="Run the campaign driver in the background and return at once.")
 @_cluster_options
 def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, index, max_rows, results_url, result_files,
-                  archive, archive_format, no_archive, keep_workspace, on_failure, min_free, min_inodes, jobs, throttle,
+                  archive, archive_format, no_archive, keep_workspace, on_failure, window, min_free, min_inodes, jobs, throttle,
                   attempts, resume_dir, retry_failed, detach, **cluster) -> None:
-    """Run SPEC over many parameter rows, --batch-size rows at a time: run, harvest, archive, clean."""
+    """Run SPEC over many parameter rows, --batch-size rows at a time: run, harvest, archive, clean.
+
+    Batches overlap: one executor serves the whole campaign, the next batch is set up while the
+    current one runs, and finished batches are harvested, archived and removed in the background.
+    """
     from legato import api
-    from legato.campaign import CampaignOptions
-    from legato.diskguard import parse_size
+    from legato.campaign.options import CampaignOptions
+    from legato.campaign.diskguard import parse_size
 
     execution = {"jobs": jobs, "throttle": throttle, "attempts": attempts, "cluster": _cluster(**cluster)}
     if resume_dir:
@@ -232,7 +239,8 @@ def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, inde
         options = CampaignOptions(
             spec=spec, batch_size=batch_size, pgen=pgen, pargs=list(pargs), rows=rows, index=index, max_rows=max_rows,
             results=results_url, result_files=list(result_files), archive=archive, archive_format=archive_format,
-            no_archive=no_archive, keep_workspace=keep_workspace, on_failure=on_failure, min_free=parse_size(min_free or "1G"),
+            no_archive=no_archive, keep_workspace=keep_workspace, on_failure=on_failure, window=window,
+            min_free=parse_size(min_free or "1G"),
             min_inodes=100_000 if min_inodes is None else min_inodes, layout=layout, fanout=fanout,
         )
         outcome = api.batch(options, out=out, execution=execution, detach=detach, log=click.echo)

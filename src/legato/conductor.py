@@ -97,7 +97,7 @@ class Conductor:
         self.on_progress = on_progress
         self.cancel_requested = False
         self._cancelling = False
-        self.total_slots = executor.free_slots
+        self.total_slots = getattr(executor, "slots", None) or executor.free_slots
         self.started_at = time.time()
         self._changes: dict[int, dict] = {}  # id -> columns, merged until the next flush
         self._last_flush = time.monotonic()
@@ -194,35 +194,48 @@ class Conductor:
         main = threading.current_thread() is threading.main_thread()
         signals = (signal.SIGTERM, signal.SIGINT) if main else ()
         previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
-        self._writer = ChangeWriter(self.store.path)
+        self.open()
         try:
-            while self._ready or self._in_flight:
+            while self.active:
                 if self.cancel_requested and not self._cancelling:
-                    self._cancel()
-                self._dispatch()
-                events = self.executor.poll(0.25 if self._in_flight else 0)
-                for event in events:
-                    self._handle(event)
-                self._maybe_flush()
+                    self.cancel()
+                self.dispatch()
+                for event in self.executor.poll(0.25 if self._in_flight else 0):
+                    self.handle(event)
+                self.maybe_flush()
                 if self.on_progress:
                     self.on_progress(self)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self._writer.write(self._take_changes())
-            self._writer.close()
+            self.close()
         return self.outcome()
+
+    # -- driven from outside: a campaign runs several conductors over one executor --------------
+    def open(self) -> None:
+        """Start the store writer; ``close()`` writes what is left and stops it."""
+        self._writer = ChangeWriter(self.store.path)
+
+    def close(self) -> None:
+        self._writer.write(self._take_changes())
+        self._writer.close()
+
+    @property
+    def active(self) -> bool:
+        """Something is ready to run or running: the conductor still needs the executor."""
+        return bool(self._ready or self._in_flight)
 
     def _on_signal(self, signum, frame) -> None:
         self.cancel_requested = True
 
-    def _cancel(self) -> None:
+    def cancel(self) -> None:
         """Stop dispatching; terminate what runs. Pending instances stay pending, for --resume."""
+        self.cancel_requested = True
         self._cancelling = True
         self._ready.clear()
-        self.executor.cancel()
+        self.executor.cancel(list(self._in_flight))
 
-    def _dispatch(self) -> None:
+    def dispatch(self) -> None:
         while self._ready:
             if self.throttle and len(self._in_flight) >= self.throttle:
                 return
@@ -250,7 +263,7 @@ class Conductor:
                 self._fetched[row[0]] = row[1:]
         return self._fetched.pop(id_)
 
-    def _handle(self, event: Started | Finished | Queued) -> None:
+    def handle(self, event: Started | Finished | Queued) -> None:
         if isinstance(event, Queued):
             self._change(event.key, jobid=event.jobid)
             return
@@ -343,7 +356,7 @@ class Conductor:
     def _change(self, id_: int, **columns) -> None:
         self._changes.setdefault(id_, {"id": id_}).update(columns)
 
-    def _maybe_flush(self) -> None:
+    def maybe_flush(self) -> None:
         if len(self._changes) >= _FLUSH_CHANGES or time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
             self._writer.write(self._take_changes())
 

@@ -151,7 +151,7 @@ def campaign_summary(folder: Path) -> dict:
     Rows are counted once: a retry batch reruns rows already counted, so it adds to
     ``retry_batches`` and to the bytes archived but not to the rows or batches done.
     """
-    from legato.campaign import Ledger, options_of
+    from legato.campaign.ledger import Ledger, options_of
 
     ledger = Ledger(folder)
     try:
@@ -192,7 +192,7 @@ def _alive(pid: int) -> bool:
 
 
 def _campaign(folder: Path, as_json: bool, stream: TextIO) -> None:
-    from legato.diskguard import human_size
+    from legato.campaign.diskguard import human_size
 
     info = campaign_summary(folder)
     if as_json:
@@ -220,7 +220,7 @@ def _campaign_list(folder: Path, states: list[str], steps: list[str], as_json: b
 
     Their workspaces are gone; the listing says which archive holds each (``legato archive get``).
     """
-    from legato.campaign import Ledger
+    from legato.campaign.ledger import Ledger
 
     _check_states(states, (*STATES, "retried"))
     where = [f"i.{column} IN ({', '.join('?' * len(values))})" for column, values in (("state", states), ("step", steps))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,7 +141,13 @@ class PilotExecutor:
 
     def cancel(self, keys: Iterable[int] | None = None) -> None:
         """End every pilot and drop the queue: instances not started are reported cancelled at once,
-        those running once their pilot's end is known."""
+        those running once their pilot's end is known.
+
+        Pilots run the instances of every study they serve, so any cancel ends them all (a
+        campaign cancels all of its batches together); ``keys`` only say which a conductor expects.
+        """
+        if self.cancelled:
+            return
         self.cancelled = True
         self._flush()
         for name in chunks.queued(self.folder):

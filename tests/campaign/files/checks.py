@@ -11,7 +11,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 import legato as legato_package
-from legato.archive import list_members, verify_archive
+from legato.campaign.archive import list_members, verify_archive
 
 HERE = Path(__file__).resolve().parent
 PARAMS = ("PARAM1", "PARAM2", "PARAM3")

@@ -8,9 +8,9 @@ from urllib.parse import quote
 import pytest
 import sqlalchemy as sa
 
-from legato import rows
+from legato.campaign import rows
+from legato.campaign.rows import open_rows
 from legato.errors import LegatoError
-from legato.rows import open_rows
 from tests.servers.postgres import free_port
 
 

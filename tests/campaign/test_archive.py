@@ -9,8 +9,8 @@ import tarfile
 
 import pytest
 
-from legato import archive
-from legato.archive import extract, list_members, verify_archive, write_archive
+from legato.campaign import archive
+from legato.campaign.archive import extract, list_members, verify_archive, write_archive
 from legato.errors import LegatoError
 
 FORMATS = ["tar.gz", "tar.zst"]

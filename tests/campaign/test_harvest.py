@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
+from legato.campaign.harvest import ResultSink, parse_results
 from legato.errors import LegatoError
-from legato.harvest import ResultSink, parse_results
 from tests.servers.postgres import free_port
 
 
@@ -157,7 +157,7 @@ def test_parameter_named_like_a_fixed_column(sink_url):
 
 
 def test_export_csv_and_parquet_read_back(sink_url, tmp_path, monkeypatch):
-    monkeypatch.setattr("legato.harvest.PAGE", 2)
+    monkeypatch.setattr("legato.campaign.harvest.PAGE", 2)
     sink = ResultSink(sink_url)
     sink.write("camp", 0, BATCH)
     sink.write("camp", 1, [instance("P.3", {"PARAM1": "x1", "NAME": "c"}, {"energy": 4})])

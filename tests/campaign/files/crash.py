@@ -2,7 +2,7 @@
 
 usage: python crash.py POINT N LEGATO-ARGS...
 
-The N-th call of the wrapped function (1-based) kills the process, possibly after doing part
+The N-th call of the wrapped function (1-based) kills the process group, possibly after doing part
 of its work, so a crash test can stop a campaign at an exact point of a phase and then check
 that ``legato batch --resume`` harvests every row exactly once.
 """
@@ -13,15 +13,16 @@ import shutil
 import signal
 import sys
 
-import legato.api
-import legato.archive
-import legato.campaign
-import legato.harvest
+import legato.campaign.archive
+import legato.campaign.harvest
+import legato.campaign.pipeline
+import legato.prepare
 from legato.cli import main
 
 
 def die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+    """SIGKILL to the whole process group: the driver and the child that finishes its batches die together."""
+    os.killpg(0, signal.SIGKILL)
 
 
 def wrap(owner: object, name: str, nth: int, action) -> None:
@@ -59,37 +60,26 @@ def one_step_folder(original, path, *args, **kwargs) -> None:
     original(steps[0].path)
 
 
-def campaign_rmtree(nth: int, action) -> None:
-    """Only the campaign's clean phase is meant: other callers of shutil.rmtree pass through."""
-    original = shutil.rmtree
-    calls = [0]
-
-    def rmtree(path, *args, **kwargs):
-        caller = sys._getframe(1)
-        if caller.f_globals.get("__name__") == "legato.campaign" and caller.f_code.co_name == "_clean":
-            calls[0] += 1
-            if calls[0] == nth:
-                action(original, path)
-                die()
-        return original(path, *args, **kwargs)
-
-    legato.campaign.shutil.rmtree = rmtree
+def remove_workspace(nth: int, action) -> None:
+    """The campaign's clean stage: its ``nth`` removal of a batch workspace runs ``action(rmtree, path)``, then dies."""
+    wrap(legato.campaign.pipeline, "remove_workspace", nth, lambda original, path: action(shutil.rmtree, path))
 
 
 POINTS = {
-    "prepare": lambda n: wrap(legato.api, "_write_plan", n, nothing),
-    "harvest-before": lambda n: wrap(legato.harvest.ResultSink, "write", n, nothing),
-    "harvest-inside": lambda n: wrap(legato.harvest.ResultSink, "_insert", n, first_record),
-    "harvest-after": lambda n: wrap(legato.harvest.ResultSink, "write", n, whole),
-    "archive-partial": lambda n: wrap(legato.archive, "_verify", n, nothing),
-    "archive-after": lambda n: wrap(legato.archive, "write_archive", n, whole),
-    "clean-partial": lambda n: campaign_rmtree(n, one_step_folder),
-    "clean-after": lambda n: campaign_rmtree(n, lambda original, path: original(path)),
-    "retry-after": lambda n: wrap(legato.harvest.ResultSink, "drop_failed", n, nothing),
+    "prepare": lambda n: wrap(legato.prepare, "_write_plan", n, nothing),
+    "harvest-before": lambda n: wrap(legato.campaign.harvest.ResultSink, "write", n, nothing),
+    "harvest-inside": lambda n: wrap(legato.campaign.harvest.ResultSink, "_insert", n, first_record),
+    "harvest-after": lambda n: wrap(legato.campaign.harvest.ResultSink, "write", n, whole),
+    "archive-partial": lambda n: wrap(legato.campaign.archive, "_verify", n, nothing),
+    "archive-after": lambda n: wrap(legato.campaign.archive, "write_archive", n, whole),
+    "clean-partial": lambda n: remove_workspace(n, one_step_folder),
+    "clean-after": lambda n: remove_workspace(n, lambda original, path: original(path)),
+    "retry-after": lambda n: wrap(legato.campaign.harvest.ResultSink, "drop_failed", n, nothing),
 }
 
 
 if __name__ == "__main__":
+    os.setsid()  # a process group of its own, which die() kills whole
     point, nth, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     POINTS[point](nth)
     sys.argv = ["legato", *args]

@@ -1,6 +1,6 @@
 """Batch campaigns through the Python API, and kill -9 at every phase followed by ``--resume``.
 
-The crash tests run the real CLI in a subprocess through ``campaign_files/crash.py``, which
+The crash tests run the real CLI in a subprocess through ``files/crash.py``, which
 wraps one function (a results write, an archive verification, the workspace removal...) so
 that the process SIGKILLs itself at an exact moment, sometimes after doing part of the work.
 Whatever the moment, the resumed campaign must hold every row exactly once and every archive
@@ -20,13 +20,24 @@ from pathlib import Path
 
 import pytest
 
-from legato import api, campaign, diskguard
-from legato.campaign import CampaignOptions, Ledger
+from legato import api
+from legato.campaign import diskguard
+from legato.campaign import ledger as campaign
+from legato.campaign.ledger import Ledger
+from legato.campaign.options import CampaignOptions
 from legato.errors import LegatoError
 from legato.status import campaign_summary
-from tests.campaign_files.checks import (
-    HERE, assert_archives_verify, assert_each_row_once, assert_no_workspace, csv_rows, ledger_batches, legato,
-    python_legato, results, source_env,
+from tests.campaign.files.checks import (
+    HERE,
+    assert_archives_verify,
+    assert_each_row_once,
+    assert_no_workspace,
+    csv_rows,
+    ledger_batches,
+    legato,
+    python_legato,
+    results,
+    source_env,
 )
 
 SPEC = "batched_parameters_demo.yaml"
@@ -205,9 +216,10 @@ def test_rows_sharing_an_instance_each_get_a_result_row_and_a_retry(sample_dir):
 
 
 def test_on_failure_stop_then_resume(sample_dir):
+    """With a window of one batch nothing overlaps: the campaign stops right after the batch that failed."""
     spec = copy_spec(sample_dir, "flaky.yaml")
     (sample_dir / "fail.flag").touch()
-    outcome, _ = run_batch(sample_dir / "camp", spec=spec, on_failure="stop")
+    outcome, _ = run_batch(sample_dir / "camp", spec=spec, on_failure="stop", window=1)
     assert outcome.stopped == "batch 2 has failed rows (--on-failure stop)" and outcome.batches == 2
     summary = campaign_summary(sample_dir / "camp")
     assert (summary["state"], summary["batches_done"], summary["rows_done"]) == ("stopped", 2, 6)
@@ -276,7 +288,9 @@ def test_a_campaign_killed_before_its_options_were_saved(tmp_path):
 
 # -- kill -9 at every phase ------------------------------------------------------------------------
 SAMPLE_ARGS = ["batch", SPEC, "-b", "3", "--rows", "params.csv", "--index", "param_combo", "--result", RESULT[0],
-               "--max-rows", "9", "--min-free", "1M", "--min-inodes", "0", "-j", "2", "-o", "camp"]
+               "--max-rows", "9", "--min-free", "1M", "--min-inodes", "0", "-j", "2", "-o", "camp", "-w", "1"]
+"""A window of one batch: each kill at a named point then finds the earlier batches done and the later ones not
+begun. Kills of overlapping batches are in test_kill_at_random_moments_of_overlapping_batches."""
 
 
 def crash(sample_dir: Path, point: str, nth: int, args: list[str] = SAMPLE_ARGS) -> None:
@@ -362,7 +376,7 @@ def test_kill_while_a_slow_step_runs_then_resume(sample_dir, moment):
     assert campaign_summary(sample_dir / "camp")["state"] == "interrupted"
     orphan = int(marker.read_text())
     assert marker.name == "running.0.30.95"  # row 3, in batch 2: PARAM1 is 0
-    assert [batch["phase"] for batch in ledger_batches(sample_dir / "camp")] == ["cleaned", "planned"]
+    assert [batch["phase"] for batch in ledger_batches(sample_dir / "camp")] == ["cleaned", "running"]
     (sample_dir / "slow.flag").unlink()
     try:
         resume_and_check(sample_dir)

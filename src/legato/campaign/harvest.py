@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import re
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import sqlalchemy as sa
 
+from legato.campaign.rows import connect, first_line, split_url, sql_engine
 from legato.errors import LegatoError
-from legato.rows import connect, first_line, split_url, sql_engine
+from legato.spec import ResultFile, Spec
+from legato.store import Store
 
 TABLE = "results"
 INT, FLOAT, TEXT = 0, 1, 2
@@ -120,6 +124,75 @@ def _parse_csv(path: str, text: str) -> dict[str, object]:
 
 
 _PARSERS: dict[str, Callable[[str, str], dict[str, object]]] = {"json": _parse_json, "kv": _parse_kv, "csv": _parse_csv}
+
+
+def collect(study: Path, number: int, start: int, files: dict[str, tuple[ResultFile, ...]]
+            ) -> tuple[list[dict], list[tuple]]:
+    """One results row per source row and step of batch ``number``, plus the ledger's record of each instance.
+
+    Rows whose parameters a step does not tell apart share one instance (Maestro's rules), so
+    each of those rows gets that instance's state and results under its own index.
+    """
+    rows, members = [], []
+    with Store.of_study(study) as store:
+        table, indexes = store.parameter_rows()
+        cursor = store.db.execute(
+            "SELECT step, label, row, workspace, state, returncode, started, ended, reason, params FROM instances ORDER BY id"
+        )
+        for _, instances in itertools.groupby(cursor, key=lambda record: record[0]):
+            for record, shared in _source_rows(list(instances), table):
+                step, label, _, workspace, state, rc, started, ended, reason, _ = record
+                results = instance_results(study / workspace, files.get(step, ()))
+                for row in shared:
+                    values = table[row] if row is not None else {}
+                    index = None if row is None else indexes[row] if indexes else str(start + row)
+                    rows.append({"step": step, "label": label, "index": index, "state": state, "returncode": rc,
+                                 "started": started, "ended": ended, "reason": reason, "params": values,
+                                 "results": results})
+                    kept = json.dumps(values) if state != "finished" and row is not None else None
+                    members.append((number, step, label, index, state, reason, workspace, kept))
+    return rows, members
+
+
+def instance_results(folder: Path, declared: tuple[ResultFile, ...]) -> dict[str, object]:
+    """The declared result files of one instance, parsed and merged."""
+    results: dict[str, object] = {}
+    for entry in declared:
+        results.update(parse_results(str(folder / entry.file), entry.format))
+    return results
+
+
+def _source_rows(instances: list[tuple], table: list[dict[str, str]]) -> Iterator[tuple[tuple, list[int | None]]]:
+    """Each instance of one step with the table rows it stands for (``[None]``: an unparameterized step)."""
+    if instances[0][-1] is None:
+        for record in instances:
+            yield record, [None]
+        return
+    names = list(json.loads(instances[0][-1]))
+    shared: dict[tuple, list[int | None]] = {}
+    for row, values in enumerate(table):
+        shared.setdefault(tuple(values[name] for name in names), []).append(row)
+    for record in instances:
+        yield record, shared[tuple(json.loads(record[-1]).values())]
+
+
+def result_files(spec: Spec, cli: list[str]) -> dict[str, tuple[ResultFile, ...]]:
+    """The spec's ``legato.results`` plus ``--result STEP:FILE[:FORMAT]`` entries.
+
+    A misspelt step would otherwise harvest nothing, silently, for the whole campaign.
+    """
+    files = {step: list(entries) for step, entries in spec.results.items()}
+    steps = {step.name for step in spec.steps}
+    for entry in cli:
+        parts = entry.split(":")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise LegatoError(f"--result {entry!r}: expected STEP:FILE or STEP:FILE:FORMAT")
+        if len(parts) == 3 and parts[2] not in ("json", "kv", "csv"):
+            raise LegatoError(f"--result {entry!r}: format must be json, kv or csv")
+        if parts[0] not in steps:
+            raise LegatoError(f"--result {entry!r}: the spec has no step {parts[0]!r} (steps: {', '.join(sorted(steps))})")
+        files.setdefault(parts[0], []).append(ResultFile(parts[1], parts[2] if len(parts) == 3 else None))
+    return {step: tuple(entries) for step, entries in files.items()}
 
 
 class ResultSink:

@@ -1,0 +1,220 @@
+"""Starting, resuming and cancelling a campaign folder, and reading what it made (results, archives)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from legato.campaign.ledger import LEDGER, Ledger, options_of, save_options
+from legato.campaign.options import CampaignOutcome
+from legato.errors import LegatoError
+from legato.launch import ClusterOptions, _background, _execution_argv, _signal_holder
+from legato.launch import cancel as cancel_study
+from legato.spec import load_spec
+from legato.workspace import study_folder
+
+CAMPAIGN_LOCK = ".campaign.lock"
+
+
+def batch(options, *, out: str | os.PathLike | None = None, execution: dict | None = None, detach: bool = False,
+          log=print):
+    """Start a batch campaign (``legato batch``): returns its ``CampaignOutcome``.
+
+    ``execution`` holds ``execute``'s keywords (jobs, throttle, attempts, cluster) for every batch.
+    """
+    from dataclasses import replace as with_changes
+
+
+    spec = load_spec(options.spec)
+    folder = study_folder(spec.variables.get("OUTPUT_PATH"), spec.name, str(out) if out else None)
+    if folder.exists() and any(folder.iterdir()):
+        raise LegatoError(f"{folder}: the campaign folder exists and is not empty (resume it with: legato batch --resume {folder})")
+    options = with_changes(
+        options, spec=str(spec.path), pgen=_absolute(options.pgen), rows=_absolute_rows(options.rows),
+        archive=_absolute(options.archive),
+    )
+    if options.pgen is None and options.rows is None:
+        raise LegatoError("legato batch needs rows: --rows SOURCE (CSV file or SQL URL) or --pgen FILE")
+    if options.pgen and not Path(options.pgen).is_file():
+        raise LegatoError(f"{options.pgen}: no such pgen file")
+    _check_campaign_inputs(spec, options)
+    folder.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(folder, create=True)
+    save_options(ledger, options)
+    ledger.set(name=spec.name, state="running")
+    ledger.close()
+    if detach:
+        return _detach_campaign(folder, execution or {})
+    return resume_batch(folder, execution=execution, log=log)
+
+
+def _detach_campaign(folder: Path, execution: dict):
+    """The campaign driver in the background (on a login node it outlives the terminal)."""
+
+    argv = _execution_argv(execution.get("jobs"), execution.get("throttle", 0), execution.get("attempts", 1),
+                           execution.get("cluster", ClusterOptions()))
+    log = _background(["batch", "--resume", str(folder), *argv], folder / "campaign.log")
+    return CampaignOutcome(folder, 0, 0, 0, 0.0, log=log)
+
+
+def _check_campaign_inputs(spec, options) -> None:
+    """Refuse bad rows, result declarations or a results URL before a campaign folder exists, so a typo leaves nothing."""
+    from legato.campaign.harvest import result_files
+    from legato.campaign.rows import open_rows, split_url
+
+    result_files(spec, options.result_files)
+    if options.results:
+        split_url(options.results)
+    if options.rows:
+        open_rows(options.rows, options.index).close()
+
+
+def resume_batch(folder: str | os.PathLike, *, execution: dict | None = None, retry_failed: bool = False,
+                 guard: dict | None = None, detach: bool = False, log=print):
+    """Continue a campaign exactly where it stopped; ``guard`` may lower min_free/min_inodes."""
+    if detach:
+        if retry_failed or guard:
+            raise LegatoError("--detach with --resume takes no --retry-failed, --min-free or --min-inodes")
+
+        Ledger(Path(folder).absolute()).close()  # a clear error now rather than in the log
+        return _detach_campaign(Path(folder).absolute(), execution or {})
+    from filelock import FileLock, Timeout
+
+
+    folder = Path(folder).absolute()
+    ledger = Ledger(folder)
+    lock = FileLock(folder / CAMPAIGN_LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        ledger.close()
+        raise LegatoError(f"{folder}: the campaign is already running (see legato status {folder})") from None
+    cwd = os.getcwd()
+    try:
+        options = options_of(ledger)
+        if guard:
+            from dataclasses import replace as with_changes
+
+
+            options = with_changes(options, **guard)
+            save_options(ledger, options)
+        os.chdir(options.cwd)  # relative paths in pargs (a pgen's CSV) mean what they meant at the start
+        ledger.set(pid=os.getpid(), state="running")
+        from legato.campaign.pipeline import Campaign
+
+        outcome = Campaign(folder, options, ledger, execution, log).run(retry_failed)
+        ledger.set(state="finished" if outcome.ok else ("stopped" if outcome.stopped else "failed"))
+        return outcome
+    finally:
+        os.chdir(cwd)
+        ledger.close()
+        lock.release()
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).absolute()) if path else None
+
+
+def _absolute_rows(rows: str | None) -> str | None:
+    """A CSV path is made absolute; a URL is kept as given (sqlite:/// paths resolve from the start folder)."""
+    return rows if rows is None or "://" in rows else _absolute(rows)
+
+
+def export_results(folder: str | os.PathLike, path: str, fmt: str) -> int:
+    """Write a campaign's results (the rows its harvests committed) as CSV or Parquet."""
+    from legato.campaign.harvest import ResultSink
+
+    folder = Path(folder).absolute()
+    ledger = Ledger(folder)
+    try:
+        url = options_of(ledger).results or f"sqlite:///{folder / 'results.db'}"
+    finally:
+        ledger.close()
+    sink = ResultSink(url)
+    try:
+        return sink.export(folder.name, path, fmt)
+    finally:
+        sink.close()
+
+
+def archive_list(folder: str | os.PathLike, label: str | None = None) -> list[str]:
+    """Each archive with its size and instance count, or the files one instance left in its archive."""
+    from legato.campaign.archive import list_members
+    from legato.campaign.diskguard import human_size
+
+    if label is None:
+        return [f"{archive}  {human_size(size or 0)}  {members} members  (batch {number})"
+                for number, archive, size, members in _ledger_rows(
+                    folder, "SELECT number, archive, archive_bytes, members FROM batches WHERE archive IS NOT NULL ORDER BY number")]
+    archive, workspace = _locate(folder, label)
+    return [f"{size:>12}  {name}" for name, size in list_members(archive, workspace + "/")]
+
+
+def archive_get(folder: str | os.PathLike, label: str, file: str | None, dest: str) -> list[str]:
+    """Extract one instance's folder (or one file of it) from its batch archive into ``dest``."""
+    from legato.campaign.archive import extract
+
+    archive, workspace = _locate(folder, label)
+    written = extract(archive, f"{workspace}/{file}" if file else f"{workspace}/", dest)
+    if not written:
+        raise LegatoError(f"{label}: no {file!r} in its archive {archive}" if file else f"{label}: nothing archived")
+    return written
+
+
+def _locate(folder: str | os.PathLike, label: str) -> tuple[str, str]:
+    """``LABEL`` or ``STEP/LABEL`` -> (archive path, workspace inside it), using the ledger."""
+    step, _, name = label.rpartition("/")
+    sql = ("SELECT DISTINCT b.archive, i.workspace, i.step, b.number FROM instances i JOIN batches b ON b.number = i.batch "
+           "WHERE i.label = ? AND i.state != 'retried'" + (" AND i.step = ?" if step else ""))
+    matches = _ledger_rows(folder, sql, (name, step) if step else (name,))
+    if not matches:
+        raise LegatoError(f"{label}: no such instance in {folder}")
+    if len(matches) > 1:
+        where = ", ".join(f"{s}/{name} in batch {n}" for _, _, s, n in matches[:5])
+        raise LegatoError(f"{label}: several instances match ({where}); name it as STEP/LABEL")
+    archive, workspace, _, number = matches[0]
+    if not archive:
+        raise LegatoError(f"{label}: batch {number} has no archive (--no-archive, or not archived yet)")
+    return archive, workspace
+
+
+def _ledger_rows(folder: str | os.PathLike, sql: str, args: tuple = ()) -> list[tuple]:
+
+    ledger = Ledger(Path(folder).absolute())
+    try:
+        return ledger.db.execute(sql, args).fetchall()
+    finally:
+        ledger.close()
+
+
+def is_campaign(folder: Path) -> bool:
+    return (folder / LEDGER).is_file()
+
+
+def cancel_campaign(folder: Path, wait: float) -> str:
+
+    ledger = Ledger(folder)
+    try:
+        pid = ledger.get("pid")
+        running = [b for b in ledger.batches(unfinished=True)]
+    finally:
+        ledger.close()
+    if _signal_holder(folder / CAMPAIGN_LOCK, pid, wait):
+        return f"cancelled: the campaign in {folder} stopped; continue it with: legato batch --resume {folder}"
+    studies = [batch.study for batch in running if (batch.study / "legato.db").is_file()]
+    for study in studies:
+        cancel_study(study, wait)
+    if studies:
+        _end_pilots(folder, studies[0])
+    return f"no campaign process was running {folder}"
+
+
+def _end_pilots(folder: Path, study: Path) -> None:
+    """The campaign's pilots serve all of its batches from its own jobs folder: cancelled with the campaign."""
+    from legato.execute.pilots import end_pilots
+    from legato.launch import _scheduler
+    from legato.store import Store
+
+    with Store.of_study(study) as store:
+        scheduler = _scheduler(store)
+    if scheduler is not None:
+        end_pilots(folder / "jobs", scheduler)
