@@ -92,7 +92,7 @@ class PilotExecutor:
         self._chunks = 0
         self._chunk_keys: dict[str, list[int]] = {}  # chunk waiting to be claimed -> its keys
         self._longest = 0.0  # the longest instance walltime submitted: the pilots' margin
-        self._replay: dict[int, dict] = {}  # recorded successes of tasks not (yet) submitted to this executor
+        self._replay: dict[int, tuple[float, float, int]] = {}  # successes recorded for tasks not submitted here
         self._seen_started: dict[int, tuple[float, int]] = {}
         self._elsewhere: set[int] = set()  # keys in chunks an earlier driver wrote, not yet ended
         self._last_poll = 0.0
@@ -111,8 +111,8 @@ class PilotExecutor:
             self._longest = max(self._longest, task.walltime)
         self.tasks[task.key] = task
         if task.key in self._replay:  # it finished while no driver watched: never run twice
-            line = self._replay.pop(task.key)
-            self.events.append(self._finished(line))
+            started, ended, pid = self._replay.pop(task.key)
+            self.events.append(Finished(task.key, 0, started, ended, pid))
             self.tasks.pop(task.key)
         elif task.key in self._elsewhere:  # still in a chunk of an earlier driver's: awaited
             if task.key in self._seen_started:
@@ -226,7 +226,7 @@ class PilotExecutor:
         """(the pilot's walltime, its margin) in seconds; 0 walltime is no limit.
 
         The margin is the longest walltime of the instances submitted (else the batch block's, else
-        ``DEFAULT_MARGIN``). A walltime the user gave must leave room for it; a default one grows to.
+        ``DEFAULT_MARGIN``). A walltime the user gave must leave room for it; a default one grows to fit it.
         """
         margin = int(self._longest or self.defaults.seconds or DEFAULT_MARGIN)
         if self.fixed_walltime is not None:
@@ -260,9 +260,11 @@ class PilotExecutor:
             self._seen_started.pop(key, None)
             if key in self.tasks:
                 del self.tasks[key]
-                self.events.append(self._finished(line))
+                self.events.append(Finished(key, line["returncode"], line["started"], line["ended"], line["pid"],
+                                            timed_out=line["timed_out"],
+                                            cancelled=self.cancelled and line["returncode"] != 0))
             elif line["returncode"] == 0 and not line["timed_out"]:
-                self._replay[key] = line
+                self._replay[key] = (line["started"], line["ended"], line["pid"])
         elif kind == "claimed":
             for key in self._chunk_keys.pop(line["chunk"], ()):
                 if key in self.tasks:
@@ -273,10 +275,6 @@ class PilotExecutor:
             pilot.exited = True
             if line["reason"] != "signalled":  # it put its work back itself; a signalled one waits for its state
                 self._retire(pilot, JobState.COMPLETED)
-
-    def _finished(self, line: dict) -> Finished:
-        return Finished(line["key"], line["returncode"], line["started"], line["ended"], line["pid"],
-                        timed_out=line["timed_out"], cancelled=self.cancelled and line["returncode"] != 0)
 
     def _end(self, key: int, returncode: int, started: float, pid: int, *, timed_out: bool = False,
              cancelled: bool = False) -> None:
