@@ -150,10 +150,10 @@ def main() -> None:
                       rows), "",
         f"- instances: {args.rows:,} rows; legato --pack {args.pack} -s 1 (2 pilots, the default), median of "
         f"{len(pilots)} runs ({times} s); maestrowf -fg -y -s 1 (one run)", "",
-        harness.table(["legato", "instances", "--pack", "allocations (most of the runs)", "wall s (median)",
+        harness.table(["legato", "distinct rows", "--pack", "allocations (most of the runs)", "wall s (median)",
                        "done (fewest)"], allocations), "",
-        "- instances: the distinct rows (rows a step cannot tell apart run once, as in Maestro); done: params.txt "
-        "written (run) or rows harvested finished (batch)",
+        "- a plain run has one instance per distinct row (rows a step cannot tell apart run once, as in Maestro); "
+        "done: params.txt written (run) or rows harvested finished (batch)",
         f"- load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         f"- {harness.verdict(fewer >= 50)}: >= 50x fewer jobs than maestrowf: {fewer:.0f}x",
         f"- {harness.verdict(faster >= 10)}: >= 10x faster to completion: {faster:.1f}x",
