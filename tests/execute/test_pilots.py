@@ -15,14 +15,15 @@ import pytest
 
 from legato.chunks import QUEUE, RECORDS, REGISTRY
 from legato.errors import LegatoError
-from legato.execute import Queued, packed
+from legato.execute import Queued
 from legato.execute.local import Finished, Started, Task, kill_leftovers
 from legato.execute.pilots import PilotExecutor, end_pilots
 from legato.schedulers.flux import Flux
 from legato.schedulers.lsf import Lsf
 from legato.schedulers.pbs import Pbs
 from legato.schedulers.slurm import Slurm
-from tests.execute.test_packed import BATCH, LocalSlurm, drain, fake, finished, tasks  # noqa: F401 (fake: a fixture)
+from tests.execute.test_packed import (  # noqa: F401 (fake: a fixture)
+    BATCH, LocalSlurm, drain, fake, finished, stops_answering, tasks)
 from tests.schedulers.fake import FakeRunner
 
 COUNTED = "echo $KEY >> began.txt; sleep {sleep}; echo $KEY >> ran.txt"
@@ -168,15 +169,7 @@ def test_cancel_ends_the_pilots_and_empties_the_queue(fake, tmp_path):
 
 
 def test_a_scheduler_that_stops_answering(fake, tmp_path, monkeypatch):
-    run = executor(fake, tmp_path, pack=1, pilots=1)
-    run.submit(tasks(tmp_path, 1, cmd="sleep 1")[0])
-    fake.failing = 2  # two polls time out: the run goes on
-    assert finished(drain(run, 1))[1].returncode == 0
-    run.submit(tasks(tmp_path / "more", 1, cmd="sleep 5")[0])
-    fake.failing = 100
-    monkeypatch.setattr(packed, "POLL_PATIENCE", 0.3)
-    with pytest.raises(LegatoError, match="the scheduler has not answered for 0 s: squeue failed: .*Socket timed out"):
-        drain(run, 1, timeout=10)
+    stops_answering(executor(fake, tmp_path, pack=1, pilots=1), fake, tmp_path, monkeypatch)
 
 
 def test_end_pilots_cancels_every_registered_pilot(tmp_path):
