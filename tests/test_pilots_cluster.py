@@ -66,7 +66,7 @@ def test_pilot_out_of_walltime_hands_over_to_the_next(slurm, tmp_path: Path) -> 
     assert_each_ran_once(study, 30)
     assert set(lines(study, "began.txt").values()) == {1}  # it stopped starting instances in time
     records = "".join(path.read_text() for path in (study / "jobs" / "records").glob("*.record"))
-    assert '"reason": "walltime"' in records and '"event": "returned"' in records
+    assert '"reason": "walltime"' in records  # the first left for lack of time (returning what it held, if any)
 
 
 def test_pilot_killed_at_its_time_limit_is_replaced(slurm, tmp_path: Path) -> None:
