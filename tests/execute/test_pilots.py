@@ -17,7 +17,7 @@ from legato.chunks import QUEUE, RECORDS, REGISTRY
 from legato.errors import LegatoError
 from legato.execute import Queued
 from legato.execute.local import Finished, Started, Task, kill_leftovers
-from legato.execute.pilots import PilotExecutor, end_pilots
+from legato.execute.pilots import FORGOTTEN_POLLS, PilotExecutor, end_pilots
 from legato.schedulers.flux import Flux
 from legato.schedulers.lsf import Lsf
 from legato.schedulers.pbs import Pbs
@@ -170,6 +170,22 @@ def test_cancel_ends_the_pilots_and_empties_the_queue(fake, tmp_path):
 
 def test_a_scheduler_that_stops_answering(fake, tmp_path, monkeypatch):
     stops_answering(executor(fake, tmp_path, pack=1, pilots=1), fake, tmp_path, monkeypatch)
+
+
+def test_a_pilot_the_scheduler_forgot_is_gone_only_after_a_few_polls(tmp_path):
+    slurm = Slurm(BATCH)
+    slurm.run = runner = FakeRunner().answer("41\n")
+    for _ in range(FORGOTTEN_POLLS):
+        runner.answer("").answer("")  # neither squeue nor scontrol lists it
+    runner.answer("42\n")
+    run = PilotExecutor(slurm, tmp_path / "jobs", pack=2, pilots=1, interval=0, idle=5)
+    run.submit(tasks(tmp_path, 1)[0])
+    run.poll(0)
+    for _ in range(FORGOTTEN_POLLS - 1):
+        run.poll(0)
+        assert [pilot.jobid for pilot in run.live.values()] == ["41"]  # a slow controller is no proof
+    run.poll(0)
+    assert [pilot.jobid for pilot in run.live.values()] == ["42"] and not runner.answers
 
 
 def test_end_pilots_cancels_every_registered_pilot(tmp_path):

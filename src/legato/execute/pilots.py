@@ -47,8 +47,11 @@ STAFF_GRACE = 2.0
 MAX_INTERRUPTIONS = 2
 AHEAD = 2
 """Chunks per pilot kept written ahead of the pilots (``free_slots``): enough that none waits for the driver."""
+FORGOTTEN_POLLS = 3
+"""Polls in a row a scheduler must not know a pilot before it counts as gone: putting back the chunks
+of a pilot that still runs them would run them twice."""
 _ENDED = {JobState.COMPLETED, JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED, JobState.NODE_FAIL,
-          JobState.OUT_OF_MEMORY, JobState.UNKNOWN}
+          JobState.OUT_OF_MEMORY}
 
 
 @dataclass
@@ -59,6 +62,7 @@ class _Pilot:
     offset: int = 0
     state: JobState = JobState.PENDING
     exited: bool = False  # its record says it left
+    unknown: int = 0  # polls in a row the scheduler did not know it
 
 
 class PilotExecutor:
@@ -299,7 +303,8 @@ class PilotExecutor:
         self._failing_since = None
         for pilot in list(self.live.values()):
             pilot.state = states.get(pilot.jobid, JobState.UNKNOWN)
-            if pilot.state in _ENDED:
+            pilot.unknown = pilot.unknown + 1 if pilot.state is JobState.UNKNOWN else 0
+            if pilot.state in _ENDED or pilot.unknown >= FORGOTTEN_POLLS or (pilot.unknown and pilot.exited):
                 self._tail(pilot)
                 if pilot.name in self.live:
                     self._retire(pilot, pilot.state)
