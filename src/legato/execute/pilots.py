@@ -1,7 +1,7 @@
 """The cluster executor with pilot jobs: a few long allocations pull chunks of instances from a shared folder.
 
 It speaks the local executor's interface (``submit``, ``poll``, ``cancel``, ``free_slots``,
-``close``), so the conductor runs a study, or a campaign its many batch studies, unchanged.
+``close``), so the conductor runs a study, or a campaign's many batch studies, unchanged.
 Submitted instances are written as chunks of ``pack`` into FOLDER/queue (``legato.chunks``);
 up to ``pilots`` scheduler jobs run ``python -m legato.pilot``, each claiming chunks by atomic
 rename until no work is left or its walltime runs short (``legato.pilot``). Pilots append
@@ -45,6 +45,7 @@ IDLE_SECONDS = 60.0
 STAFF_GRACE = 2.0
 """Seconds a chunk waits for a running pilot to claim it before another pilot is submitted for it."""
 MAX_INTERRUPTIONS = 2
+"""Times an instance may be cut short with its pilot before it is reported ended (killed, or timed out)."""
 AHEAD = 2
 """Chunks per pilot kept written ahead of the pilots (``free_slots``): enough that none waits for the driver."""
 FORGOTTEN_POLLS = 3
