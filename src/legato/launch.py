@@ -16,6 +16,8 @@ from typing import Callable
 from legato.errors import LegatoError
 from legato.execute.local import read_journal
 from legato.prepare import _scheduler_for
+from legato import selection
+from legato.selection import StepSelection
 from legato.store import Store
 
 LOCK_NAME = ".conductor.lock"
@@ -67,17 +69,19 @@ def execute(
     detach: bool = False,
     progress: bool = True,
     cluster: ClusterOptions = ClusterOptions(),
+    steps: StepSelection = StepSelection(),
 ):
     """Run (or resume) the study in ``root`` until nothing more can run; returns its ``Outcome``.
 
     Resuming is the same call: finished instances stay finished, instances an earlier
     conductor left running are killed if still alive and run again. With a scheduler in the
     spec's ``batch`` block, instances run as packed cluster jobs and ``throttle`` caps the
-    study's jobs queued or running at once.
+    study's jobs queued or running at once. ``steps`` limits the run to some steps
+    (``--only/--from/--until``) and names steps to run again (``--rerun``).
     """
     root = Path(root).absolute()
     if detach:
-        return _detach(root, jobs, throttle, attempts, cluster)
+        return _detach(root, jobs, throttle, attempts, cluster, steps)
     from filelock import FileLock, Timeout
 
     with Store.of_study(root) as store:
@@ -88,10 +92,12 @@ def execute(
             raise LegatoError(f"{root}: a conductor is already running this study (see legato status)") from None
         try:
             _hold(store)
+            selected, rerun = selection.for_study(store.meta(), steps) if steps or steps.rerun else (None, [])
             scheduler = None if cluster.local else _scheduler(store)
             tag = _claim(store, None if cluster.uses_pilots else scheduler)  # live pilots are adopted, not cancelled
             with _executor(root, scheduler, jobs, throttle, tag, cluster) as executor:
-                outcome = _conduct(root, store, executor, 0 if scheduler else throttle, attempts, progress)
+                outcome = _conduct(root, store, executor, 0 if scheduler else throttle, attempts, progress,
+                                   selected=selected, rerun=rerun)
             (root / JOURNAL_NAME).unlink(missing_ok=True)  # every finish is in the store now
             store.set_meta(state="cancelled" if outcome.cancelled else ("finished" if outcome.ok else "failed"))
             _write_status_csv(root, store)
@@ -173,13 +179,14 @@ def _claim(store: Store, scheduler=None) -> str:
     return tag
 
 
-def _conduct(root: Path, store: Store, executor, throttle: int, attempts: int, progress: bool):
+def _conduct(root: Path, store: Store, executor, throttle: int, attempts: int, progress: bool, **subset):
     from legato.conductor import Conductor
     from legato.progress import reporter
 
     show = reporter() if progress else None
     try:
-        return Conductor(root, store, executor, throttle=throttle, attempts=attempts, on_progress=show).run()
+        return Conductor(root, store, executor, throttle=throttle, attempts=attempts, on_progress=show,
+                         **subset).run()
     finally:
         if show:
             show.close()
@@ -198,7 +205,8 @@ def _cancel_jobs(store: Store, scheduler) -> None:
         scheduler.cancel(jobids)
 
 
-def _detach(root: Path, jobs: int | None, throttle: int, attempts: int, cluster: ClusterOptions):
+def _detach(root: Path, jobs: int | None, throttle: int, attempts: int, cluster: ClusterOptions,
+            steps: StepSelection):
     """Start the conductor as a background process of this same Python, so PATH does not matter.
 
     Returns once that conductor holds the study, so that a ``legato cancel`` or ``legato status``
@@ -219,7 +227,8 @@ def _detach(root: Path, jobs: int | None, throttle: int, attempts: int, cluster:
         probe.release()
         log_path = root / LOG_NAME
         start, logged = time.time(), log_path.stat().st_size if log_path.exists() else 0
-        log = _background(["run", "--resume", str(root), *_execution_argv(jobs, throttle, attempts, cluster)], log_path)
+        log = _background(["run", "--resume", str(root), *_execution_argv(jobs, throttle, attempts, cluster),
+                           *steps.argv()], log_path)
         while store.meta().get("conductor_since", 0) < start:
             error = _logged_error(log, logged)
             if error or time.time() - start > DETACH_WAIT:

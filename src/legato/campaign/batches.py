@@ -33,10 +33,13 @@ class BatchRows:
             self._source.close()
 
     def count(self) -> int | None:
-        """Rows the campaign will take: known up front for a CSV or SQL source, not for a pgen."""
-        if not self.options.rows:
+        """Rows the campaign will take: known up front for a CSV or SQL source or a product, not for a pgen."""
+        if self.options.rows:
+            total = self.source().count()
+        elif self.spec.product and not self.options.pgen:
+            total = parameters.spec_rows(self.spec)
+        else:
             return None
-        total = self.source().count()
         return min(total, self.options.max_rows) if self.options.max_rows is not None else total
 
     def wanted(self, start: int) -> int:
@@ -53,9 +56,12 @@ class BatchRows:
         elif self.options.pgen:
             pargs = parameters.parse_pargs(self.options.pargs)
             pargs.update(START=str(start), NROWS=str(nrows))
-            table = parameters.from_pgen(self.options.pgen, study_env(self.spec, self.work), pargs)
+            table = parameters.from_pgen(self.options.pgen, study_env(self.spec, self.work), pargs,
+                                         self.spec.raw_variables)
+        elif self.spec.product:  # the spec's own Cartesian product, a slice at a time
+            table = parameters.from_spec(self.spec, start, nrows)
         else:
-            raise LegatoError("a campaign needs rows: --rows SOURCE or --pgen FILE")
+            raise LegatoError("a campaign needs rows: --rows SOURCE, --pgen FILE or the spec's legato.product")
         if table.length > nrows:
             raise LegatoError(f"{self.options.pgen}: gave {table.length} rows for START={start} NROWS={nrows}; "
                               "a campaign's pgen must return only the NROWS rows from row START on")
@@ -90,7 +96,7 @@ def failed_rows(ledger: Ledger, number: int) -> dict[str, dict[str, str]]:
     """Row index -> parameters of every row of batch ``number`` that some step did not finish (once per row)."""
     rows: dict[str, dict[str, str]] = {}
     for index, params in ledger.db.execute(
-            "SELECT row_index, params FROM instances WHERE batch = ? AND state NOT IN ('finished', 'retried') "
+            "SELECT row_index, params FROM instances WHERE batch = ? AND state NOT IN ('finished', 'retried', 'pending') "
             "AND params IS NOT NULL ORDER BY rowid", (number,)):
         rows.setdefault(index, json.loads(params))
     return rows

@@ -32,8 +32,9 @@ def batch(options, *, out: str | os.PathLike | None = None, execution: dict | No
         options, spec=str(spec.path), pgen=_absolute(options.pgen), rows=_absolute_rows(options.rows),
         archive=_absolute(options.archive),
     )
-    if options.pgen is None and options.rows is None:
-        raise LegatoError("legato batch needs rows: --rows SOURCE (CSV file or SQL URL) or --pgen FILE")
+    if options.pgen is None and options.rows is None and not spec.product:
+        raise LegatoError("legato batch needs rows: --rows SOURCE (CSV file or SQL URL), --pgen FILE "
+                          "or a legato.product in the spec")
     if options.pgen and not Path(options.pgen).is_file():
         raise LegatoError(f"{options.pgen}: no such pgen file")
     _check_campaign_inputs(spec, options)
@@ -62,6 +63,7 @@ def _check_campaign_inputs(spec, options) -> None:
     from legato.campaign.rows import open_rows, split_url
 
     result_files(spec, options.result_files)
+    options.steps().resolve({step.name: [dep.step for dep in step.depends] for step in spec.steps})
     if options.results:
         split_url(options.results)
     if options.rows:

@@ -37,9 +37,12 @@ CREATE INDEX IF NOT EXISTS instances_label ON instances (label);
 """
 
 
+# A row whose instances all finished, or are pending because their step is outside the campaign's
+# --only/--from/--until, did not fail.
 _FAILED_ROWS = """
 SELECT (SELECT count(*) FROM (SELECT DISTINCT row_index FROM instances
-                              WHERE batch = :batch AND state NOT IN ('finished', 'retried') AND params IS NOT NULL))
+                              WHERE batch = :batch AND state NOT IN ('finished', 'retried', 'pending')
+                                AND params IS NOT NULL))
      + (SELECT count(*) FROM instances
         WHERE batch = :batch AND params IS NULL AND state IN ('failed', 'timedout', 'cancelled'))
 """

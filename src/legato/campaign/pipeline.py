@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from legato import selection
 from legato.campaign.batches import BatchRows, failed_rows, failed_table
 from legato.campaign.harvest import ResultSink, collect, result_files
 from legato.campaign.ledger import Batch, Ledger
@@ -131,7 +132,7 @@ class Campaign:
 
     def _count_rows(self) -> None:
         """The campaign's total, once, for status and the ETA (a pgen cannot tell it in advance)."""
-        if self.ledger.get("total_rows") is None and self.options.rows:
+        if self.ledger.get("total_rows") is None and (self.options.rows or self.spec.product):
             rows = BatchRows(self.options, self.spec, self.folder / "work")
             try:
                 self.ledger.set(total_rows=rows.count())
@@ -232,8 +233,9 @@ class Campaign:
             store.set_meta(state="running")
             if batch.phase != "running":
                 batch = self.ledger.advance(batch, "running")
+            selected, _ = selection.for_study(store.meta(), self.options.steps()) if self.options.steps() else (None, [])
             conductor = Conductor(batch.study, store, shared.view(batch.number),
-                                  attempts=self.execution.get("attempts", 1))
+                                  attempts=self.execution.get("attempts", 1), selected=selected)
             conductor.open()
             flights[batch.number] = _Flight(batch, store, conductor)
 
@@ -257,7 +259,7 @@ class Campaign:
         del flights[number]
         counts = conductor.counts()
         cancelled = conductor.cancel_requested and (counts["pending"] or counts["cancelled"])
-        ok = counts["finished"] == sum(counts.values())
+        ok = counts["finished"] + conductor.unselected() == sum(counts.values())
         flight.store.set_meta(state="cancelled" if cancelled else ("finished" if ok else "failed"))
         flight.store.close()
         if cancelled:
@@ -340,7 +342,8 @@ class Planner(threading.Thread):
         options = self.campaign.options
         if batch.study.exists():
             shutil.rmtree(batch.study)
-        prepare(options.spec, out=batch.study, replace=True, table=table, layout=options.layout, fanout=options.fanout)
+        prepare(options.spec, out=batch.study, replace=True, table=table, layout=options.layout, fanout=options.fanout,
+                steps=options.steps())
         self.campaign.ready.put(ledger.advance(batch, "prepared"))
 
     def _study(self, number: int) -> Path:
