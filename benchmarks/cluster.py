@@ -1,6 +1,6 @@
 """Benchmark 5: a study on a real (private, single-node) SLURM: legato's pilots and packed jobs vs maestrowf.
 
-    python3 benchmarks/cluster.py --rows 1000 --repeat 3 --bench-venv /work/bench-venv
+    python3 benchmarks/cluster.py --rows 1000 --repeat 3 --bench-venv $BENCH_VENV
 
 Both tools run the same spec (the sample's echo step with ``procs: 1``, so that maestrowf
 schedules it, and a ``batch: {type: slurm}`` block) over the same CSV rows, in turn, on the
