@@ -94,12 +94,13 @@ def test_sample_on_slurm(slurm, tmp_path: Path, mode, flags, rows, jobs) -> None
     assert done.returncode == 0, done.stdout + done.stderr
     study = tmp_path / "out"
     submitted = settled(slurm, study)
-    # a pilot that was still queued when the other had done all the work is cancelled unused
+    # a pilot still queued when the other had done all the work is cancelled unused, or finds none left
     ran = {jobid for jobid, state in submitted.items() if state == "COMPLETED"}
     assert len(submitted) == jobs and set(submitted.values()) - {"CANCELLED" if mode == "pilots" else ""} == {"COMPLETED"}
     states = study_rows(study, "SELECT state, jobid FROM instances")
     assert len(states) == rows and {state for state, _ in states} == {"finished"}
-    assert {jobid.split("_")[0] for _, jobid in states} == ran
+    used = {jobid.split("_")[0] for _, jobid in states}
+    assert used == ran if mode != "pilots" else used and used <= ran
     if mode == "array":
         assert {jobid for _, jobid in states} == {f"{next(iter(submitted))}_{task}" for task in range(rows)}
         (script,) = (study / "jobs").glob("*.sh")

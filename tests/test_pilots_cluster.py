@@ -42,7 +42,8 @@ def test_100_instances_in_chunks_of_20_use_two_allocations(slurm, tmp_path: Path
     assert len(jobs) <= 2 and set(jobs.values()) - {"CANCELLED"} == {"COMPLETED"}  # cancelled: never needed
     assert_each_ran_once(study, 100)
     ran = {jobid for jobid, state in jobs.items() if state == "COMPLETED"}
-    assert {jobid for (jobid,) in study_rows(study, "SELECT DISTINCT jobid FROM instances")} == ran
+    used = {jobid for (jobid,) in study_rows(study, "SELECT DISTINCT jobid FROM instances")}
+    assert used and used <= ran  # a pilot that started after the other took every chunk found none
 
 
 def test_10000_trivial_instances_in_chunks_of_1000_use_at_most_four(slurm, tmp_path: Path) -> None:
