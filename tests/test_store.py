@@ -36,3 +36,29 @@ def test_a_failed_write_is_a_legato_error(tmp_path: Path) -> None:
             writer.close()
         with pytest.raises(LegatoError):  # and it stays an error
             writer.write([{"id": 1, "state": "failed"}])
+
+
+def test_a_store_killed_before_its_tables_reads_as_set_up_not_finished(tmp_path: Path) -> None:
+    """What a kill -9 left before this fix: a WAL-mode file without tables, then 'no such table: meta' forever."""
+    path = tmp_path / "legato.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.close()
+    with Store(path) as store:
+        assert store.meta() == {}  # no state: the set-up did not finish, a campaign prepares it again
+        assert store.counts() == {} and list(store.records()) == []
+
+
+def test_an_empty_file_left_by_a_kill_is_a_store_without_state(tmp_path: Path) -> None:
+    (tmp_path / "legato.db").write_bytes(b"")
+    with Store.of_study(tmp_path) as store:
+        assert store.meta() == {}
+
+
+def test_a_new_store_has_its_tables_before_wal(tmp_path: Path) -> None:
+    """The tables are in the main file's first commit: the file never exists in WAL mode without them."""
+    Store.of_study(tmp_path, create=True).close()
+    db = sqlite3.connect(tmp_path / "legato.db")
+    assert {"meta", "steps", "instances", "parameters"} <= {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()

@@ -238,6 +238,8 @@ def cancel(folder, yes) -> None:
 @click.option("--rows", help="Row source: a CSV file, sqlite:///f.db?table=T or postgresql://...?table=T|query=...")
 @click.option("--index", help="Index column of --rows: names each row in the results, is no parameter.")
 @click.option("--max-rows", type=click.IntRange(min=1), help="Stop after this many rows.")
+@click.option("--strict-values", is_flag=True,
+              help="Refuse row values holding shell syntax ($(, `, ;, |, &, <, >, newlines): for rows others write.")
 @click.option("--results", "results_url", help="Results database URL (default: results.db in the campaign folder).")
 @click.option("--result", "result_files", multiple=True, metavar="STEP:FILE[:FORMAT]",
               help="A results file a step writes (json, kv or csv; repeatable).")
@@ -259,9 +261,10 @@ def cancel(folder, yes) -> None:
 @click.option("--detach", is_flag=True, help="Run the campaign driver in the background and return at once.")
 @_step_options
 @_cluster_options
-def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, index, max_rows, results_url, result_files,
-                  archive, archive_format, no_archive, keep_workspace, on_failure, window, min_free, min_inodes, jobs, throttle,
-                  attempts, resume_dir, retry_failed, detach, only, start, until, **cluster) -> None:
+def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, index, max_rows, strict_values, results_url,
+                  result_files, archive, archive_format, no_archive, keep_workspace, on_failure, window, min_free,
+                  min_inodes, jobs, throttle, attempts, resume_dir, retry_failed, detach, only, start, until,
+                  **cluster) -> None:
     """Run SPEC over many parameter rows, --batch-size rows at a time: run, harvest, archive, clean.
 
     Batches overlap: one executor serves the whole campaign, the next batch is set up while the
@@ -291,6 +294,7 @@ def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, inde
             min_free=parse_size(min_free or "1G"),
             min_inodes=100_000 if min_inodes is None else min_inodes, layout=layout, fanout=fanout,
             only=list(only), start=start, until=until,
+            strict_values=strict_values,
         )
         outcome = api.batch(options, out=out, execution=execution, detach=detach, log=click.echo)
     _finish(outcome)

@@ -1,7 +1,9 @@
 """The SQLite state of one study: the single source of truth for its instances.
 
 One database file per study, in WAL mode so that ``legato status`` reads while the
-conductor writes. Scripts live here rather than in per-instance files (fewer inodes), and
+conductor writes. Its tables are created before the switch to WAL, in the file's first
+transaction: a process killed while creating the store leaves either no tables at all (an
+empty file, which opening treats as a set-up that did not finish) or all of them. Scripts live here rather than in per-instance files (fewer inodes), and
 state changes are written in batches (``update_many``) so the store never limits throughput.
 """
 from __future__ import annotations
@@ -55,7 +57,12 @@ class Record:
 
 
 class Store:
-    """Open (or create) a study's database. ``path`` is the database file."""
+    """Open (or create) a study's database. ``path`` is the database file.
+
+    A store without tables (its creator was killed before the first commit) gets them: it
+    then reads as a study whose set-up never finished (no ``state`` in its meta), which a
+    campaign prepares again and ``status`` shows as empty, instead of failing on a missing table.
+    """
 
     def __init__(self, path: str | Path, create: bool = False) -> None:
         self.path = Path(path)
@@ -63,10 +70,10 @@ class Store:
             raise LegatoError(f"{self.path.parent}: not a legato study folder (no {DB_NAME})")
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+                self.db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
-            if create:
-                self.db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise LegatoError(f"{self.path}: cannot open the study database: {exc}") from None
 

@@ -131,7 +131,9 @@ def collect(study: Path, number: int, start: int, files: dict[str, tuple[ResultF
     """One results row per source row and step of batch ``number``, plus the ledger's record of each instance.
 
     Rows whose parameters a step does not tell apart share one instance (Maestro's rules), so
-    each of those rows gets that instance's state and results under its own index.
+    each of those rows gets that instance's state and results under its own index. A finished
+    instance whose results file cannot be parsed is a failed row, the parse error its reason:
+    its parameters are kept in the ledger like any failure's, so ``--retry-failed`` runs it again.
     """
     rows, members = [], []
     with Store.of_study(study) as store:
@@ -142,7 +144,10 @@ def collect(study: Path, number: int, start: int, files: dict[str, tuple[ResultF
         for _, instances in itertools.groupby(cursor, key=lambda record: record[0]):
             for record, shared in _source_rows(list(instances), table):
                 step, label, _, workspace, state, rc, started, ended, reason, _ = record
-                results = instance_results(f"{study}/{workspace}", files.get(step, ()))
+                try:
+                    results = instance_results(f"{study}/{workspace}", files.get(step, ()))
+                except LegatoError as error:  # that row failed; the others are harvested
+                    results, state, reason = {}, "failed", str(error)
                 for row in shared:
                     values = table[row] if row is not None else {}
                     index = None if row is None else indexes[row] if indexes else str(start + row)

@@ -31,6 +31,7 @@ class CampaignOptions:
     window: int = 2  # batch workspaces on disk at once: running, being set up, or being harvested/archived
     layout: str = "tree"
     fanout: int = 1000
+    strict_values: bool = False  # refuse row values holding shell syntax (rows others write)
     cwd: str = field(default_factory=os.getcwd)
     only: list[str] = field(default_factory=list)  # --only/--from/--until: the steps each batch runs
     start: str | None = None
