@@ -1,0 +1,163 @@
+"""kill -9 of the campaign driver, and of its whole process tree, at every phase and at random instants.
+
+Each kill is followed by ``legato status``, which must answer without a traceback; then
+``legato batch --resume`` (killed again, for the random kills, until it finishes) must end
+with every row harvested exactly once, every archive verifying with plain ``tar -tf``, and no
+workspace left behind.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.campaign.files.checks import (
+    HERE,
+    assert_archives_verify,
+    assert_each_row_once,
+    assert_no_workspace,
+    csv_rows,
+    legato,
+    python_legato,
+    results,
+    source_env,
+)
+
+pytestmark = pytest.mark.faults
+
+RESULT = "echo-params:params.txt"
+ARGS = ["batch", "batched_parameters_demo.yaml", "-b", "3", "--rows", "params.csv", "--index", "param_combo",
+        "--result", RESULT, "--max-rows", "9", "--min-free", "1M", "--min-inodes", "0", "-j", "2", "-o", "camp"]
+"""Three batches of three rows, two batch workspaces at once (the default window): phases overlap."""
+
+PHASES = {
+    # start-up: killed while the ledger is built (a partial ledger), then once it is whole but nothing ran
+    "start-ledger": (1,), "start-after": (1,),
+    # each batch's set-up: the store created but empty, the plan cut short
+    "store-created": (1, 2, 3), "prepare": (1, 2, 3),
+    # running: in the middle of the executor's loop
+    "running": (3, 30, 120),
+    # harvest, archive, clean: before, inside and after each
+    "harvest-before": (1, 3), "harvest-inside": (1, 2), "harvest-after": (2, 3),
+    "archive-partial": (1, 3), "archive-after": (1, 2),
+    "clean-partial": (1, 3), "clean-after": (2, 3),
+    # finishing: the record of how the campaign ended
+    "finishing": (1,),
+}
+KILLS = [(point, nth) for point, nths in PHASES.items() for nth in nths]
+
+
+def status_answers(folder: Path) -> None:
+    """``legato status`` after a kill: an answer or a one-line error, never a traceback."""
+    shown = legato("status", folder.name, cwd=folder.parent)
+    assert "Traceback" not in shown.stdout + shown.stderr, shown.stderr
+    assert shown.returncode == 0 or shown.stderr.startswith("legato: error: "), shown.stderr
+
+
+def finish(sample_dir: Path, rows: int = 9, batches: int = 3) -> None:
+    """Resume (or, for a campaign killed before its ledger was whole, start again) and check the end state."""
+    camp = sample_dir / "camp"
+    if (camp / "campaign.db").is_file():
+        done = legato("batch", "--resume", "camp", cwd=sample_dir)
+    else:
+        done = legato(*ARGS, cwd=sample_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    expected = {key: row for key, row in csv_rows(sample_dir / "params.csv").items() if int(key) < rows}
+    check_campaign(camp, expected, batches)
+
+
+def check_campaign(camp: Path, expected: dict, batches: int) -> None:
+    assert_each_row_once(results(camp), expected)
+    for batch in assert_archives_verify(camp, batches):
+        listed = subprocess.run(["tar", "-tf", batch["archive"]], capture_output=True, text=True)
+        assert listed.returncode == 0 and "params.txt" in listed.stdout, listed.stderr
+    assert_no_workspace(camp)
+
+
+@pytest.mark.parametrize("point, nth", KILLS, ids=[f"{point}-{nth}" for point, nth in KILLS])
+def test_kill_at_a_phase_then_resume(sample_dir, point, nth):
+    args = ARGS if point != "finishing" else ["batch", "--resume", "camp"]
+    if point == "finishing":
+        assert legato(*ARGS, cwd=sample_dir).returncode == 0
+    done = subprocess.run([sys.executable, str(HERE / "crash.py"), point, str(nth), *args], cwd=sample_dir,
+                          env=source_env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == -signal.SIGKILL, (done.returncode, done.stdout, done.stderr)
+    if (sample_dir / "camp").exists():
+        status_answers(sample_dir / "camp")
+    finish(sample_dir)
+
+
+def test_a_start_killed_before_its_ledger_was_whole_is_removed_by_resume(sample_dir):
+    done = subprocess.run([sys.executable, str(HERE / "crash.py"), "start-ledger", "1", *ARGS], cwd=sample_dir,
+                          env=source_env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == -signal.SIGKILL
+    resumed = legato("batch", "--resume", "camp", cwd=sample_dir)
+    assert resumed.returncode == 2 and "the campaign never started" in resumed.stderr and "Traceback" not in resumed.stderr
+    assert not (sample_dir / "camp").exists()
+    finish(sample_dir)
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process below it, whatever its session (worker shells have their own)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def kill_tree(root: int) -> None:
+    for pid in process_tree(root):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+RANDOM_KILLS = 12
+
+
+def test_kill_the_whole_process_tree_at_random_instants(sample_dir):
+    """The driver, its worker shells and their instances all killed at once, again and again, until it finishes."""
+    rng = random.Random(13)
+    args = ["batch", "batched_parameters_demo.yaml", "-b", "2", "--rows", "params.csv", "--index", "param_combo",
+            "--result", RESULT, "--min-free", "1M", "--min-inodes", "0", "-j", "2", "-o", "camp"]
+    kills, first = 0, args
+    camp = sample_dir / "camp"
+    log = sample_dir / "camp.log"
+    while True:
+        with open(log, "a") as output:
+            process = subprocess.Popen(python_legato(*args), cwd=sample_dir, env=source_env(), stdout=output,
+                                       stderr=output, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            process.wait(timeout=rng.uniform(0.2, 1.2) if kills < RANDOM_KILLS else 120)
+        except subprocess.TimeoutExpired:
+            kill_tree(process.pid)
+            process.wait()
+            kills += 1
+            if (camp / "campaign.db").is_file():
+                status_answers(camp)
+                args = ["batch", "--resume", "camp"]
+            else:
+                args = first  # killed while it started: the same command starts it again
+            continue
+        assert process.returncode == 0, log.read_text()
+        break
+    assert kills == RANDOM_KILLS
+    assert "Traceback" not in log.read_text()
+    check_campaign(camp, csv_rows(sample_dir / "params.csv"), 10)
