@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable

@@ -138,7 +138,7 @@ class Store:
         return [{name: values[row] for name, values in columns.items()} for row in range(length)], index
 
     def transaction(self) -> "_Transaction":
-        return _Transaction(self.db)
+        return _Transaction(self.db, self.path)
 
     # -- state changes ----------------------------------------------------------------------
     def update_many(self, changes: list[dict[str, Any]]) -> None:
@@ -244,8 +244,6 @@ class ChangeWriter:
                 try:
                     store = store or Store(self.path)
                     store.update_many(batch)
-                except sqlite3.Error as exc:
-                    self._error = LegatoError(f"{self.path}: cannot record instance states: {exc}")
                 except LegatoError as exc:
                     self._error = exc
         if store is not None:
@@ -253,14 +251,31 @@ class ChangeWriter:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``: one fsync for a whole batch of writes."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: one fsync for a whole batch of writes.
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    Every write of the store goes through one, so SQLite's errors in it (a full disk above
+    all) leave the transaction rolled back and reach the user as one ``LegatoError``.
+    """
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self.db = db
+        self.path = path
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        except sqlite3.Error as error:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise self._error(exc if isinstance(exc, sqlite3.Error) else error) from None
+        if isinstance(exc, sqlite3.Error):
+            raise self._error(exc) from None
 
+    def _error(self, exc: sqlite3.Error) -> LegatoError:
+        return LegatoError(f"{self.path}: cannot write the study database: {exc}")

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,52 @@ def run_with_kills(sample_dir: Path, camp: Path, first: list[str], rng: random.R
         assert process.returncode == 0, log.read_text()
         assert "Traceback" not in log.read_text()
         return kills
+
+
+def test_instances_ending_after_the_driver_died_are_not_run_again(sample_dir):
+    """kill -9 of the driver alone while instances run: its worker shells let the running instances end,
+    journal them and start nothing more; the resume then runs each instance exactly once in all."""
+    shutil.copy(HERE.parent.parent / "faults" / "files" / "counted.yaml", sample_dir / "counted.yaml")
+    (sample_dir / "runs").mkdir()
+    args = ["batch", "counted.yaml", "-b", "4", "--rows", "params.csv", "--index", "param_combo", "--result", RESULT,
+            "--min-free", "1M", "--min-inodes", "0", "-j", "2", "-o", "camp"]
+    process = subprocess.Popen(python_legato(*args), cwd=sample_dir, env=source_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(list((sample_dir / "runs").iterdir())) < 3:  # the second batch is under way
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.02)
+    tree = process_tree(process.pid)
+    shells = [pid for pid in tree if _command(pid).startswith("/bin/bash") or "bash" in _command(pid).split(" ")[0]]
+    for pid in tree:
+        if pid not in shells and "python" in _command(pid):
+            os.kill(pid, signal.SIGKILL)  # the driver and its finisher: the worker shells are orphaned
+    killed_at = time.time()
+    process.wait()
+    while any(_alive(pid) for pid in shells):
+        assert time.monotonic() < deadline, "orphaned worker shells did not go"
+        time.sleep(0.05)
+    starts = [float(line) for path in (sample_dir / "runs").iterdir() for line in path.read_text().split()]
+    late = [start - killed_at for start in starts if start > killed_at + 0.2]
+    assert not late, f"instances started {late} s after the driver died"
+    done = legato("batch", "--resume", "camp", cwd=sample_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = {path.name: len(path.read_text().split()) for path in (sample_dir / "runs").iterdir()}
+    combos = {f"{row['param1']}_{row['param2']}_{row['param3']}" for row in csv_rows(sample_dir / "params.csv").values()}
+    assert set(runs) == combos and set(runs.values()) == {1}, runs
+    check_campaign(sample_dir / "camp", csv_rows(sample_dir / "params.csv"), 5)
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
+    except OSError:
+        return False
