@@ -122,3 +122,23 @@ def test_strict_values_refuse_shell_syntax_before_any_folder(sample_dir):
     assert not (sample_dir / "camp").exists()
     default = legato(*args, "--min-free", "1M", "--min-inodes", "0", cwd=sample_dir)  # Maestro's substitution
     assert (sample_dir / "camp").exists() and "Traceback" not in default.stderr
+
+
+def test_strict_values_check_rows_a_database_gained_after_the_start(sample_dir):
+    """Rows others write: a value with shell syntax added to the table while the campaign runs stops it at that batch."""
+    import sqlite3
+
+    from tests.campaign.files.checks import sqlite_from_csv
+
+    sqlite_from_csv(sample_dir / "params.csv", sample_dir / "rows.db")
+    args = ["--min-free", "1M", "--min-inodes", "0", "--result", "echo-params:params.txt"]
+    first = legato("batch", "batched_parameters_demo.yaml", "-b", "10", "--rows", "sqlite:///rows.db?table=params",
+                   "--index", "param_combo", "--max-rows", "30", "--strict-values", "-o", "camp", *args, cwd=sample_dir)
+    assert first.returncode == 0, first.stderr
+    with sqlite3.connect(sample_dir / "rows.db") as db:
+        db.execute("INSERT INTO params VALUES (20, '1; rm -rf ~', '2', '3')")
+    with sqlite3.connect(sample_dir / "camp" / "campaign.db") as db:
+        db.execute("""UPDATE meta SET value = 'false' WHERE key = 'exhausted'""")
+    again = legato("batch", "--resume", "camp", cwd=sample_dir)
+    assert again.returncode == 2 and "row 21: column 'param1' holds shell syntax" in again.stderr, again.stderr
+    assert "Traceback" not in again.stderr

@@ -93,7 +93,7 @@ def _without_password(url: str | None) -> str | None:
     if parsed.password is None:
         return url
     os.environ.setdefault("PGPASSWORD", str(parsed.password))
-    return parsed.set(password=None).render_as_string(hide_password=False)
+    return parsed._replace(password=None).render_as_string(hide_password=False)  # set() keeps a None unchanged
 
 
 def resume_batch(folder: str | os.PathLike, *, execution: dict | None = None, retry_failed: bool = False,
