@@ -20,14 +20,15 @@ import pytest
 
 from tests.campaign.files.checks import (
     HERE,
-    assert_archives_verify,
-    assert_each_row_once,
-    assert_no_workspace,
+    check_campaign,
     csv_rows,
+    kill_tree,
     legato,
+    process_tree,
     python_legato,
-    results,
+    run_with_kills,
     source_env,
+    status_answers,
 )
 
 pytestmark = pytest.mark.faults
@@ -54,13 +55,6 @@ PHASES = {
 KILLS = [(point, nth) for point, nths in PHASES.items() for nth in nths]
 
 
-def status_answers(folder: Path) -> None:
-    """``legato status`` after a kill: an answer or a one-line error, never a traceback."""
-    shown = legato("status", folder.name, cwd=folder.parent)
-    assert "Traceback" not in shown.stdout + shown.stderr, shown.stderr
-    assert shown.returncode == 0 or shown.stderr.startswith("legato: error: "), shown.stderr
-
-
 def finish(sample_dir: Path, rows: int = 9, batches: int = 3) -> None:
     """Resume (or, for a campaign killed before its ledger was whole, start again) and check the end state."""
     camp = sample_dir / "camp"
@@ -71,14 +65,6 @@ def finish(sample_dir: Path, rows: int = 9, batches: int = 3) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     expected = {key: row for key, row in csv_rows(sample_dir / "params.csv").items() if int(key) < rows}
     check_campaign(camp, expected, batches)
-
-
-def check_campaign(camp: Path, expected: dict, batches: int) -> None:
-    assert_each_row_once(results(camp), expected)
-    for batch in assert_archives_verify(camp, batches):
-        listed = subprocess.run(["tar", "-tf", batch["archive"]], capture_output=True, text=True)
-        assert listed.returncode == 0 and "params.txt" in listed.stdout, listed.stderr
-    assert_no_workspace(camp)
 
 
 @pytest.mark.parametrize("point, nth", KILLS, ids=[f"{point}-{nth}" for point, nth in KILLS])
@@ -104,33 +90,6 @@ def test_a_start_killed_before_its_ledger_was_whole_is_removed_by_resume(sample_
     finish(sample_dir)
 
 
-def process_tree(root: int) -> list[int]:
-    """``root`` and every process below it, whatever its session (worker shells have their own)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def kill_tree(root: int) -> None:
-    for pid in process_tree(root):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 RANDOM_KILLS = 12
 
 
@@ -149,34 +108,9 @@ def test_kill_the_whole_process_tree_at_random_instants(sample_dir):
         campaigns.append(camp)
         first = ["batch", "jittery.yaml", "-b", "2", "--rows", "params.csv", "--index", "param_combo", "--result", RESULT,
                  "--min-free", "1M", "--min-inodes", "0", "-j", "2", "-o", camp.name]
-        kills += run_with_kills(sample_dir, camp, first, rng, RANDOM_KILLS - kills)
+        kills += run_with_kills(sample_dir, camp, first, rng, RANDOM_KILLS - kills, kill_tree)
     for camp in campaigns:
         check_campaign(camp, csv_rows(sample_dir / "params.csv"), 10)
-
-
-def run_with_kills(sample_dir: Path, camp: Path, first: list[str], rng: random.Random, most: int) -> int:
-    """Run a campaign to its end, killing its whole tree at random instants at most ``most`` times; the kills made."""
-    kills, args = 0, first
-    log = sample_dir / f"{camp.name}.log"
-    while True:
-        with open(log, "a") as output:
-            process = subprocess.Popen(python_legato(*args), cwd=sample_dir, env=source_env(), stdout=output,
-                                       stderr=output, stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            process.wait(timeout=rng.uniform(0.2, 1.2) if kills < most else 120)
-        except subprocess.TimeoutExpired:
-            kill_tree(process.pid)
-            process.wait()
-            kills += 1
-            if (camp / "campaign.db").is_file():
-                status_answers(camp)
-                args = ["batch", "--resume", camp.name]
-            else:
-                args = first  # killed while it started: the same command starts it again
-            continue
-        assert process.returncode == 0, log.read_text()
-        assert "Traceback" not in log.read_text()
-        return kills
 
 
 def test_instances_ending_after_the_driver_died_are_not_run_again(sample_dir):

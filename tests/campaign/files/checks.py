@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import csv
 import os
+import random
+import signal
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import sqlalchemy as sa
 
@@ -99,3 +102,78 @@ def assert_archives_verify(folder: Path, batches: int) -> list[dict]:
 def assert_no_workspace(folder: Path) -> None:
     work = folder / "work"
     assert not work.exists() or not any(work.iterdir()), list(work.iterdir())
+
+
+def status_answers(folder: Path) -> None:
+    """``legato status`` after a kill: an answer or a one-line error, never a traceback."""
+    shown = legato("status", folder.name, cwd=folder.parent)
+    assert "Traceback" not in shown.stdout + shown.stderr, shown.stderr
+    assert shown.returncode == 0 or shown.stderr.startswith("legato: error: "), shown.stderr
+
+
+def check_campaign(camp: Path, expected: dict, batches: int) -> None:
+    """The end state every fault must lead to: each row once, each archive verified and read by plain tar, no workspace."""
+    assert_each_row_once(results(camp), expected)
+    for batch in assert_archives_verify(camp, batches):
+        listed = subprocess.run(["tar", "-tf", batch["archive"]], capture_output=True, text=True)
+        assert listed.returncode == 0 and "params.txt" in listed.stdout, listed.stderr
+    assert_no_workspace(camp)
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process below it, whatever its session (worker shells have their own)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def kill_tree(root: int) -> None:
+    for pid in process_tree(root):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def run_with_kills(sample_dir: Path, camp: Path, first: list[str], rng: random.Random, most: int,
+                   kill: Callable[[int], None], pause: tuple[float, float] = (0.2, 1.2)) -> int:
+    """Run a campaign to its end, ``kill``-ing it (given the driver's pid) at random instants at most ``most``
+    times; the kills made. After each, ``legato status`` must answer without a traceback."""
+    kills, args = 0, first
+    log = sample_dir / f"{camp.name}.log"
+    while True:
+        with open(log, "a") as output:
+            process = subprocess.Popen(python_legato(*args), cwd=sample_dir, env=source_env(), stdout=output,
+                                       stderr=output, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            process.wait(timeout=rng.uniform(*pause) if kills < most else 120)
+        except subprocess.TimeoutExpired:
+            kill(process.pid)
+            process.wait()
+            kills += 1
+            if (camp / "campaign.db").is_file():
+                status_answers(camp)
+                args = ["batch", "--resume", camp.name]
+            else:
+                args = first  # killed while it started: the same command starts it again
+            continue
+        assert process.returncode == 0, log.read_text()
+        assert "Traceback" not in log.read_text()
+        return kills
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL to the driver's process group (the driver and its finisher child; worker shells have their own)."""
+    os.killpg(pid, signal.SIGKILL)
