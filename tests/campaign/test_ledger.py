@@ -70,3 +70,9 @@ def test_an_older_ledger_without_options_never_started(tmp_path: Path) -> None:
     with pytest.raises(LegatoError, match="the campaign never started"):
         options_of(ledger)
     ledger.close()
+
+
+def test_a_ledger_without_options_beside_other_files_is_not_ours_to_remove(tmp_path: Path) -> None:
+    Ledger(tmp_path, create=True).close()
+    (tmp_path / "results.csv").write_text("mine")
+    assert not never_started(tmp_path)

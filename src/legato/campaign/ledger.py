@@ -218,8 +218,10 @@ def options_of(ledger: Ledger) -> CampaignOptions:
 def never_started(folder: Path) -> bool:
     """A folder left by a ``legato batch`` killed before its ledger was whole: only a partial ledger, or one without options."""
     names = {entry.name for entry in folder.iterdir()}
+    if not names or not all(name.startswith(LEDGER) or name == ".campaign.lock" for name in names):
+        return False  # anything else in the folder is not ours to remove
     if LEDGER not in names:
-        return bool(names) and all(name.startswith(PARTIAL) or name == ".campaign.lock" for name in names)
+        return True
     ledger = Ledger(folder)
     try:
         return ledger.get("options") is None and not ledger.batches()
