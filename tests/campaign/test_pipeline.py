@@ -38,6 +38,7 @@ from tests.campaign.files.checks import (
     kill_group,
     ledger_batches,
     legato,
+    password_env,
     python_legato,
     results,
     run_with_kills,
@@ -336,7 +337,7 @@ def test_kill_during_a_postgres_harvest_then_resume(sample_dir, postgres_url, po
     crash(sample_dir, point, 2, args)
     committed = {row["batch"] for row in results(sample_dir / f"pg-{point}", postgres_url)}
     assert committed == ({1} if point == "harvest-inside" else {1, 2})
-    done = legato("batch", "--resume", f"pg-{point}", cwd=sample_dir)
+    done = legato("batch", "--resume", f"pg-{point}", cwd=sample_dir, env=password_env(postgres_url))
     assert done.returncode == 0, done.stdout + done.stderr
     expected = {key: row for key, row in csv_rows(sample_dir / "params.csv").items() if int(key) < 9}
     assert_each_row_once(results(sample_dir / f"pg-{point}", postgres_url), expected)

@@ -20,10 +20,15 @@ HERE = Path(__file__).resolve().parent
 PARAMS = ("PARAM1", "PARAM2", "PARAM3")
 
 
-def legato(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """The ``legato`` command of the code under test, in a subprocess, never on a terminal."""
-    return subprocess.run(python_legato(*args), cwd=cwd, env=source_env(), capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=timeout)
+def legato(*args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The ``legato`` command of the code under test, in a subprocess, never on a terminal; ``env`` adds variables."""
+    return subprocess.run(python_legato(*args), cwd=cwd, env={**source_env(), **(env or {})}, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+def password_env(url: str) -> dict[str, str]:
+    """What a user resuming a campaign over this database sets: legato keeps URLs without their password."""
+    return {"PGPASSWORD": sa.engine.make_url(url).password or ""}
 
 
 def python_legato(*args: str) -> list[str]:
