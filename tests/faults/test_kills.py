@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from tests.campaign.files.checks import (
     check_campaign,
     csv_rows,
     kill_tree,
+    ledger_batches,
     legato,
     process_tree,
     python_legato,
@@ -157,3 +159,24 @@ def _alive(pid: int) -> bool:
         return "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
     except OSError:
         return False
+
+
+def test_a_batch_store_without_tables_is_set_up_again(sample_dir):
+    """What a kill during a batch's set-up used to leave (a WAL-mode legato.db without tables): status, cancel and
+    resume each treat it as a set-up that did not finish, instead of failing on 'no such table: meta'."""
+    done = subprocess.run([sys.executable, str(HERE / "crash.py"), "prepare", "2", *ARGS], cwd=sample_dir,
+                          env=source_env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    planned = [Path(batch["study"]) / "legato.db" for batch in ledger_batches(sample_dir / "camp")
+               if batch["phase"] == "planned"]
+    assert planned
+    for path in planned:  # the old artifact, in place of whatever the kill left in a set-up cut short
+        for leftover in path.parent.glob("legato.db*"):
+            leftover.unlink()
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.close()
+    status_answers(sample_dir / "camp")
+    cancelled = legato("cancel", "camp", cwd=sample_dir)
+    assert cancelled.returncode == 0 and "Traceback" not in cancelled.stderr, cancelled.stderr
+    finish(sample_dir)
