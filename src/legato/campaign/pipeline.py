@@ -81,7 +81,8 @@ class Campaign:
         try:
             stopped, ran = self._drive(retry_failed)
         except LegatoError as error:
-            self.ledger.set(state="stopped", reason=str(error))  # a full disk or a lost database: resumable
+            with contextlib.suppress(LegatoError):  # on a full disk this write may fail too: the first error says why
+                self.ledger.set(state="stopped", reason=str(error))  # a full disk or a lost database: resumable
             raise
         finally:
             for sig, handler in previous.items():
