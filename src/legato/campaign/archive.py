@@ -15,12 +15,15 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
+import io
 import os
+import subprocess
 import tarfile
+import tempfile
 import zlib
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import IO, Iterator, NoReturn
+from typing import IO, Any, Iterator, NoReturn
 
 import zstandard
 
@@ -44,35 +47,35 @@ class ArchiveInfo:
     bytes: int
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """What verification expects of one member: kind, size, and SHA-256 (files) or target (symlinks)."""
-
-    kind: str
-    size: int = 0
-    check: str = ""
-
-
 def write_archive(source_dir: str, dest: str, fmt: str = "tar.gz") -> ArchiveInfo:
     """Pack ``source_dir`` (member names relative to it) into ``dest``, verified before it gets its final name."""
-    if fmt not in FORMATS:
-        raise LegatoError(f"archive format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    _check_format(fmt)
+    info = pack_folder(source_dir, dest, fmt)
+    _fsync_dir(os.path.dirname(os.path.abspath(dest)))
+    return info
+
+
+def pack_folder(source_dir: str, dest: str, fmt: str, names: list[str] | None = None) -> ArchiveInfo:
+    """GNU tar packs ``names`` (default: everything) of ``source_dir``; the stream is compressed and hashed here.
+
+    tar does the walking and the header writing (C speed, no per-member Python); this process
+    compresses the stream while hashing what it writes, so the file is read back only once, by
+    ``_verify``. The file is synced before its rename to ``dest``.
+    """
     if not os.path.isdir(source_dir):
         raise LegatoError(f"cannot archive {source_dir}: not a folder")
-    folder = os.path.dirname(os.path.abspath(dest))
     partial = f"{dest}.partial"
     try:
-        os.makedirs(folder, exist_ok=True)
-        expected = _pack(source_dir, partial, fmt)
-        digest = _verify(partial, dest, expected)
+        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        written = _pack(source_dir, partial, dest, fmt, sorted(os.listdir(source_dir)) if names is None else names)
+        digest = _verify(partial, dest, written)
         os.replace(partial, dest)
-        _fsync_dir(folder)
     except BaseException as exc:
         _remove(partial)
         if isinstance(exc, OSError):
             raise _write_error(exc, dest, partial) from None
         raise
-    return ArchiveInfo(dest, digest, len(expected), os.path.getsize(dest))
+    return ArchiveInfo(dest, digest, len(written.members), os.path.getsize(dest))
 
 
 def verify_archive(path: str, sha256: str) -> None:
@@ -86,6 +89,11 @@ def verify_archive(path: str, sha256: str) -> None:
         raise LegatoError(f"archive {path}: {exc.strerror}") from None
     if hasher.hexdigest() != sha256:
         raise LegatoError(f"archive {path}: SHA-256 {hasher.hexdigest()} is not the recorded {sha256}: it is damaged or was changed")
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise LegatoError(f"archive format {fmt!r}: expected one of {', '.join(FORMATS)}")
 
 
 def list_members(path: str, prefix: str = "") -> list[tuple[str, int]]:
@@ -126,97 +134,142 @@ def _under(name: str, prefix: str) -> bool:
     return not prefix or name == prefix or name.startswith(prefix + "/")
 
 
-def _pack(source_dir: str, partial: str, fmt: str) -> dict[str, _Entry]:
-    """Write the tar and return what each member must look like when read back."""
-    expected: dict[str, _Entry] = {}
-    with open(partial, "wb") as raw:
-        with _compressing(raw, fmt) as packed, tarfile.open(fileobj=packed, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            for path, name in _walk(source_dir):
-                entry = _add(tar, path, name)
-                if entry is not None:
-                    expected[name] = entry
-        raw.flush()
-        os.fsync(raw.fileno())
-    return expected
+@dataclass(frozen=True)
+class _Written:
+    """What packing wrote: tar's own listing of the members (``--quoting-style=escape``) and the file's SHA-256."""
+
+    members: list[str]
+    sha256: str
+
+
+_TAR_NAMES = ["--quoting-style=escape", "--format=gnu"]
+
+
+def _pack(source_dir: str, partial: str, dest: str, fmt: str, names: list[str]) -> _Written:
+    """Run ``tar -c`` over ``names`` into a pipe; compress, hash and write its stream to ``partial``, then fsync."""
+    with tempfile.TemporaryDirectory(prefix="legato-tar-") as scratch:
+        listing, index = os.path.join(scratch, "names"), os.path.join(scratch, "index")
+        with open(listing, "wb") as stream:
+            stream.write(b"".join(os.fsencode(name) + b"\0" for name in names))
+        command = ["tar", "-C", source_dir, "--create", "--file=-", "--sort=name", "--hard-dereference", "--verbose",
+                   f"--index-file={index}", *_TAR_NAMES, "--null", "--verbatim-files-from", f"--files-from={listing}"]
+        hasher = hashlib.sha256()
+        with open(partial, "wb") as raw, _tar(command, subprocess.DEVNULL, subprocess.PIPE, dest, "packing") as tar:
+            compressor = _compressor(fmt)
+            while chunk := tar.stdout.read(_CHUNK):
+                _write_hashed(raw, hasher, compressor.compress(chunk))
+            _write_hashed(raw, hasher, compressor.flush())
+            raw.flush()
+            os.fsync(raw.fileno())
+        with open(index, encoding="utf-8", errors="surrogateescape") as stream:
+            return _Written(stream.read().splitlines(), hasher.hexdigest())
 
 
 @contextmanager
-def _compressing(raw: IO[bytes], fmt: str) -> Iterator[gzip.GzipFile | zstandard.ZstdCompressionWriter]:
-    """A compressing writer over ``raw`` that leaves ``raw`` open, so it can be fsynced."""
+def _tar(command: list[str], stdin: Any, stdout: Any, dest: str, doing: str) -> Iterator[subprocess.Popen]:
+    """A ``tar`` child; a non-zero exit becomes a LegatoError naming ``dest`` with tar's last word."""
+    with tempfile.TemporaryFile() as errors:
+        try:
+            tar = subprocess.Popen(command, stdin=stdin, stdout=stdout, stderr=errors)
+        except OSError as exc:
+            raise LegatoError(f"archive {dest}: cannot run GNU tar: {exc.strerror}") from None
+        try:
+            yield tar
+        finally:
+            for pipe in (tar.stdin, tar.stdout):
+                if pipe:
+                    with suppress(BrokenPipeError):
+                        pipe.close()
+            code = tar.wait()
+        if code:
+            errors.seek(0)
+            said = errors.read().decode(errors="replace").strip().splitlines()
+            raise LegatoError(f"archive {dest}: tar failed while {doing}: {said[-1] if said else f'exit {code}'}")
+
+
+def _compressor(fmt: str) -> Any:
+    """zstd with a frame checksum (all cores), or gzip (whose trailer holds a CRC-32): both checked on reading."""
     if fmt == "tar.gz":
-        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as packed:
-            yield packed
-    else:
-        compressor = zstandard.ZstdCompressor(level=3, threads=-1, write_checksum=True)
-        with compressor.stream_writer(raw, closefd=False) as packed:
-            yield packed
+        return zlib.compressobj(6, zlib.DEFLATED, 31)
+    return zstandard.ZstdCompressor(level=3, threads=-1, write_checksum=True).compressobj()
 
 
-def _walk(root: str) -> Iterator[tuple[str, str]]:
-    """(path, member name) depth first in name order, each folder before its contents; symlinks are not followed."""
-    pending = [""]
-    while pending:
-        relative = pending.pop()
-        with os.scandir(os.path.join(root, relative)) as entries:
-            children = sorted(entries, key=lambda entry: entry.name)
-        folders = []
-        for entry in children:
-            name = f"{relative}/{entry.name}" if relative else entry.name
-            yield entry.path, name
-            if entry.is_dir(follow_symlinks=False):
-                folders.append(name)
-        pending.extend(reversed(folders))
+def _write_hashed(raw: IO[bytes], hasher: Any, data: bytes) -> None:
+    if data:
+        raw.write(data)
+        hasher.update(data)
 
 
-def _add(tar: tarfile.TarFile, path: str, name: str) -> _Entry | None:
-    info = tar.gettarinfo(path, arcname=name)
-    if info is None or not (info.isreg() or info.islnk() or info.isdir() or info.issym()):
-        return None
-    if info.isdir():
-        tar.addfile(info)
-        return _Entry("dir")
-    if info.issym():
-        tar.addfile(info)
-        return _Entry("symlink", check=info.linkname)
-    info.type, info.linkname, info.size = tarfile.REGTYPE, "", os.lstat(path).st_size
-    with open(path, "rb") as stream:
-        hashing = _Hashing(stream)
-        tar.addfile(info, hashing)
-    return _Entry("file", info.size, hashing.hexdigest())
+def _verify(partial: str, dest: str, written: _Written) -> str:
+    """Stream ``partial`` back through its decompressor (checksum/CRC checked) into ``tar -t``; returns its SHA-256.
+
+    The file must hash as it did when written, decompress to the end of its frame, and list
+    exactly the members tar reported while packing, in the same order.
+    """
+    hasher = hashlib.sha256()
+    with tempfile.TemporaryFile() as listing:
+        with _tar(["tar", "--list", "--file=-", *_TAR_NAMES], subprocess.PIPE, listing, dest, "verifying") as tar:
+            _feed(partial, dest, hasher, tar.stdin)
+        listing.seek(0)
+        found = listing.read().decode("utf-8", "surrogateescape").splitlines()
+    if hasher.hexdigest() != written.sha256:
+        _mismatch(dest, "(the whole file)", "what was read back is not what was written")
+    if found != written.members:
+        odd = sorted(set(written.members) ^ set(found)) or ["(member order)"]
+        _mismatch(dest, odd[0], f"{len(found)} members listed, {len(written.members)} packed")
+    return hasher.hexdigest()
 
 
-def _verify(partial: str, dest: str, expected: dict[str, _Entry]) -> str:
-    """Read the whole archive back against ``expected``; returns the archive's SHA-256."""
-    found: set[str] = set()
-    with _reading(partial, name=dest) as (tar, whole_file):
-        for member in tar:
-            entry = expected.get(member.name)
-            if entry is None or member.name in found:
-                _mismatch(dest, member.name, "unexpected or repeated member")
-            found.add(member.name)
-            _check_member(tar, member, entry, dest)
-        missing = sorted(set(expected) - found)
-        if missing:
-            _mismatch(dest, missing[0], f"missing ({len(missing)} members missing)")
-    return whole_file.hexdigest()
+def _feed(partial: str, dest: str, hasher: Any, sink: IO[bytes]) -> None:
+    """Hash and decompress all of ``partial`` into ``sink`` (tar may stop reading at its end-of-archive blocks)."""
+    inflater = _Inflater(partial, dest)
+    with open(partial, "rb") as raw:
+        while chunk := raw.read(_CHUNK):
+            hasher.update(chunk)
+            for data in inflater.feed(chunk):
+                try:
+                    sink.write(data)
+                except BrokenPipeError:
+                    sink = io.BytesIO()  # tar has what it needs; the rest is still checked here
+        inflater.finish()
 
 
-def _check_member(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: _Entry, dest: str) -> None:
-    if member.isdir() != (entry.kind == "dir") or member.issym() != (entry.kind == "symlink"):
-        _mismatch(dest, member.name, f"stored as the wrong kind (expected {entry.kind})")
-    if member.issym() and member.linkname != entry.check:
-        _mismatch(dest, member.name, "symlink target differs")
-    if member.isfile():
-        stream = tar.extractfile(member)
-        assert stream is not None
-        hashing = _Hashing(stream)
-        size = 0
-        while chunk := hashing.read(_CHUNK):
-            size += len(chunk)
-        if size != entry.size or member.size != entry.size:
-            _mismatch(dest, member.name, f"{size} bytes read back, {entry.size} packed")
-        if hashing.hexdigest() != entry.check:
-            _mismatch(dest, member.name, "content checksum differs")
+class _Inflater:
+    """Decompresses a gzip or zstd file a piece at a time, each piece bounded; damage and truncation raise LegatoError."""
+
+    def __init__(self, path: str, name: str) -> None:
+        self._name = name
+        with open(path, "rb") as raw:
+            magic = raw.read(4)
+        if magic.startswith(_GZIP_MAGIC):
+            self._gzip, self._obj = True, zlib.decompressobj(31)
+        elif magic == _ZSTD_MAGIC:
+            self._gzip, self._obj = False, zstandard.ZstdDecompressor().decompressobj()
+        else:
+            raise LegatoError(f"archive {name}: not a tar.gz or tar.zst file")
+
+    def feed(self, chunk: bytes) -> Iterator[bytes]:
+        try:
+            if self._gzip:
+                while chunk:
+                    yield self._obj.decompress(chunk, _CHUNK)
+                    chunk = self._obj.unconsumed_tail
+                    self._no_trailer()
+            else:
+                view = memoryview(chunk)
+                for start in range(0, len(view), _ZSTD_IN):
+                    yield self._obj.decompress(view[start:start + _ZSTD_IN])
+        except _DAMAGE as exc:
+            raise LegatoError(f"archive {self._name}: damaged ({exc or type(exc).__name__})") from None
+
+    def finish(self) -> None:
+        if not self._obj.eof:
+            raise LegatoError(f"archive {self._name}: damaged or truncated (the compressed stream ends early)")
+        self._no_trailer()
+
+    def _no_trailer(self) -> None:
+        if self._obj.eof and self._obj.unused_data:
+            raise LegatoError(f"archive {self._name}: damaged (data after the end of the compressed stream)")
 
 
 def _mismatch(dest: str, name: str, problem: str) -> NoReturn:
