@@ -180,7 +180,10 @@ def cancel(folder, yes) -> None:
 @click.option("--result", "result_files", multiple=True, metavar="STEP:FILE[:FORMAT]",
               help="A results file a step writes (json, kv or csv; repeatable).")
 @click.option("--archive", type=click.Path(file_okay=False), help="Folder for batch archives (default: archives/ in the campaign).")
-@click.option("--archive-format", type=click.Choice(["tar.gz", "tar.zst"]), default="tar.gz", show_default=True)
+@click.option("--archive-format", type=click.Choice(["tar.gz", "tar.zst", "none"]), default="tar.gz", show_default=True,
+              help="none: copy the files to --archive without tar, checked by SHA-256.")
+@click.option("--archive-mode", type=click.Choice(["batch", "step", "instance"]), default="batch", show_default=True,
+              help="One archive file per batch, per step of a batch, or per instance (a light workspace kept in --archive).")
 @click.option("--no-archive", is_flag=True, help="Only harvest, then delete each batch workspace.")
 @click.option("--keep-workspace", is_flag=True, help="Keep each batch workspace after archiving.")
 @click.option("--on-failure", type=click.Choice(["continue", "stop"]), default="continue", show_default=True)
@@ -194,8 +197,8 @@ def cancel(folder, yes) -> None:
 @click.option("--detach", is_flag=True, help="Run the campaign driver in the background and return at once.")
 @_cluster_options
 def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, index, max_rows, results_url, result_files,
-                  archive, archive_format, no_archive, keep_workspace, on_failure, min_free, min_inodes, jobs, throttle,
-                  attempts, resume_dir, retry_failed, detach, **cluster) -> None:
+                  archive, archive_format, archive_mode, no_archive, keep_workspace, on_failure, min_free, min_inodes, jobs,
+                  throttle, attempts, resume_dir, retry_failed, detach, **cluster) -> None:
     """Run SPEC over many parameter rows, --batch-size rows at a time: run, harvest, archive, clean."""
     from legato import api
     from legato.campaign.options import CampaignOptions
@@ -215,7 +218,8 @@ def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, inde
         options = CampaignOptions(
             spec=spec, batch_size=batch_size, pgen=pgen, pargs=list(pargs), rows=rows, index=index, max_rows=max_rows,
             results=results_url, result_files=list(result_files), archive=archive, archive_format=archive_format,
-            no_archive=no_archive, keep_workspace=keep_workspace, on_failure=on_failure, min_free=parse_size(min_free or "1G"),
+            archive_mode=archive_mode, no_archive=no_archive, keep_workspace=keep_workspace, on_failure=on_failure,
+            min_free=parse_size(min_free or "1G"),
             min_inodes=100_000 if min_inodes is None else min_inodes, layout=layout, fanout=fanout,
         )
         outcome = api.batch(options, out=out, execution=execution, detach=detach, log=click.echo)

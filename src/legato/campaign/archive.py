@@ -16,13 +16,16 @@ import errno
 import gzip
 import hashlib
 import io
+import json
 import os
+import shutil
 import subprocess
 import tarfile
 import tempfile
 import zlib
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, Iterator, NoReturn
 
 import zstandard
@@ -30,6 +33,7 @@ import zstandard
 from legato.errors import LegatoError
 
 FORMATS = ("tar.gz", "tar.zst")
+"""Compressed tar formats; ``none`` (copy without tar) is an archive format too, for ``archive_batch``."""
 _GZIP_MAGIC, _ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
 _ZSTD_IN = 1024
@@ -78,8 +82,206 @@ def pack_folder(source_dir: str, dest: str, fmt: str, names: list[str] | None = 
     return ArchiveInfo(dest, digest, len(written.members), os.path.getsize(dest))
 
 
+MODES = ("batch", "step", "instance")
+"""What becomes one file: the whole batch workspace, each step's folder, or each instance's folder."""
+MANIFEST = "legato-archive.json"
+"""In a step, instance or copy archive folder: every file written with its SHA-256; written last."""
+
+
+@dataclass(frozen=True)
+class BatchArchive:
+    """A batch's archive: one file (batch mode) or a folder holding ``files``; its SHA-256 is the file's or the manifest's."""
+
+    path: str
+    mode: str
+    format: str
+    sha256: str
+    bytes: int
+    members: int
+    files: tuple[ArchiveInfo, ...]
+
+
+def check_archive_options(mode: str, fmt: str) -> None:
+    """Checked before a campaign makes any folder."""
+    if mode not in MODES:
+        raise LegatoError(f"archive mode {mode!r}: expected one of {', '.join(MODES)}")
+    if fmt != "none":
+        _check_format(fmt)
+    elif mode != "batch":
+        raise LegatoError(f"--archive-format none copies the workspace file by file; it has no --archive-mode {mode}")
+
+
+def archive_batch(workspace: Path, target: Path, mode: str, fmt: str) -> BatchArchive:
+    """Archive a batch workspace into ``target`` in ``mode``, verified; run again after a crash, it finishes the job.
+
+    Batch mode writes ``<target>/<batch>.<fmt>``. The other modes (and ``fmt`` none) build
+    ``<target>/<batch>.partial/``: the workspace with each step's or instance's folder replaced by
+    one archive file (or, with none, every file copied and checked), and other files copied and
+    checked. Its manifest is written last, everything is synced, and only then does the folder
+    get its final name, so a partial never looks complete; a resumed copy skips the files it
+    already copied (they are checked again). The pipeline removes the workspace afterwards: a
+    light workspace (instance mode) lives on in the target folder.
+    """
+    check_archive_options(mode, fmt)
+    if mode == "batch" and fmt != "none":
+        info = write_archive(str(workspace), str(target / f"{workspace.name}.{fmt}"), fmt)
+        return BatchArchive(info.path, mode, fmt, info.sha256, info.bytes, info.members, (info,))
+    final, partial = target / workspace.name, target / f"{workspace.name}.partial"
+    if (final / MANIFEST).is_file():
+        return _read_manifest(final)
+    if not workspace.is_dir():
+        raise LegatoError(f"cannot archive {workspace}: not a folder")
+    try:
+        files = tuple(_lighten(workspace, partial, _packed_folders(workspace, mode), fmt))
+        manifest = {"mode": mode, "format": fmt, "files": [info.__dict__ for info in files]}
+        (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        os.sync()  # every file durable before the name that says the archive is complete
+        os.replace(partial, final)
+        _fsync_dir(str(target))
+    except OSError as exc:
+        raise _write_error(exc, str(final), str(partial)) from None
+    return _read_manifest(final)
+
+
+def _packed_folders(workspace: Path, mode: str) -> set[str]:
+    """The folders that become one archive file each, relative to the workspace (from the study's store)."""
+    if mode == "batch":
+        return set()
+    from legato.store import Store
+
+    with Store.of_study(workspace) as store:
+        if mode == "step":
+            return {step["folder"] for step in store.steps()}
+        return {workspace_ for (workspace_,) in store.db.execute("SELECT workspace FROM instances")}
+
+
+def _lighten(root: Path, out: Path, packed: set[str], fmt: str) -> Iterator[ArchiveInfo]:
+    """Rebuild ``root`` under ``out``: folders in ``packed`` become ``<folder>.<fmt>``, files are copied; symlinks kept."""
+    pending = [""]
+    while pending:
+        relative = pending.pop()
+        (out / relative).mkdir(parents=True, exist_ok=True)
+        with os.scandir(root / relative) as entries:
+            children = sorted(entries, key=lambda entry: entry.name)
+        for entry in children:
+            name = f"{relative}/{entry.name}" if relative else entry.name
+            if entry.is_symlink():
+                _remove(str(out / name))
+                os.symlink(os.readlink(entry.path), out / name)
+            elif entry.is_dir() and name in packed:
+                info = pack_folder(entry.path, str(out / f"{name}.{fmt}"), fmt)
+                yield ArchiveInfo(f"{name}.{fmt}", info.sha256, info.members, info.bytes)
+            elif entry.is_dir():
+                pending.append(name)
+            elif entry.is_file():
+                yield _copy(entry.path, out / name, name)
+
+
+def _copy(source: str, dest: Path, name: str) -> ArchiveInfo:
+    """Copy one file hashing it, then read the copy back: it must hash the same. A copy left by a crash is only re-checked."""
+    stat = os.stat(source)
+    done = dest.is_file() and (dest.stat().st_size, dest.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    if done:
+        digest = _file_sha256(source)
+    else:
+        hasher = hashlib.sha256()
+        with open(source, "rb") as reading, open(dest, "wb") as writing:
+            while chunk := reading.read(_CHUNK):
+                _write_hashed(writing, hasher, chunk)
+        os.utime(dest, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        digest = hasher.hexdigest()
+    if _file_sha256(str(dest)) != digest:
+        raise LegatoError(f"copy {dest} failed verification: its content differs from {source}")
+    return ArchiveInfo(name, digest, 1, stat.st_size)
+
+
+def _file_sha256(path: str) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _read_manifest(folder: Path) -> BatchArchive:
+    path = folder / MANIFEST
+    try:
+        data = path.read_bytes()
+        manifest = json.loads(data)
+        files = tuple(ArchiveInfo(**entry) for entry in manifest["files"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LegatoError(f"archive {folder}: unreadable manifest {MANIFEST}: {exc}") from None
+    return BatchArchive(str(folder), manifest["mode"], manifest["format"], hashlib.sha256(data).hexdigest(),
+                        sum(info.bytes for info in files), sum(info.members for info in files), files)
+
+
+def instance_members(archive: str, workspace: str) -> list[tuple[str, int]]:
+    """(name, size) of one instance's files, names relative to the batch workspace, whatever the archive's mode."""
+    if os.path.isfile(archive):
+        return list_members(archive, workspace + "/")
+    packed, inside = _holder(archive, workspace)
+    if packed is None:
+        root = os.path.join(archive, workspace)
+        return [(os.path.relpath(path, archive), os.lstat(path).st_size) for path in _files_under(root)]
+    folder = packed.path[: -len(_suffix(packed.path))]
+    return [(f"{folder}/{name}", size) for name, size in list_members(os.path.join(archive, packed.path), inside)]
+
+
+def extract_instance(archive: str, workspace: str, file: str | None, dest_dir: str) -> list[str]:
+    """Bring back one instance's folder (or one file of it) into ``dest_dir/<workspace>``, whatever the archive's mode."""
+    wanted = f"{workspace}/{file}" if file else f"{workspace}/"
+    if os.path.isfile(archive):
+        return extract(archive, wanted, dest_dir)
+    packed, inside = _holder(archive, workspace)
+    if packed is not None:
+        folder = packed.path[: -len(_suffix(packed.path))]
+        prefix = inside + file if file else inside
+        return extract(os.path.join(archive, packed.path), prefix, os.path.join(dest_dir, folder))
+    return _copy_out(archive, wanted.rstrip("/"), dest_dir)
+
+
+def _holder(archive: str, workspace: str) -> tuple[ArchiveInfo | None, str]:
+    """The archive file holding ``workspace`` (its own, or its step's) and the instance's prefix inside it."""
+    for info in _read_manifest(Path(archive)).files:
+        folder = info.path[: -len(_suffix(info.path))] if _suffix(info.path) else None
+        if folder and (workspace == folder or workspace.startswith(folder + "/")):
+            return info, workspace[len(folder) + 1:] + "/" if workspace != folder else ""
+    return None, ""
+
+
+def _suffix(path: str) -> str:
+    return next((f".{fmt}" for fmt in FORMATS if path.endswith(f".{fmt}")), "")
+
+
+def _files_under(root: str) -> list[str]:
+    if os.path.isfile(root) or os.path.islink(root):
+        return [root]
+    return sorted(os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names)
+
+
+def _copy_out(archive: str, wanted: str, dest_dir: str) -> list[str]:
+    """Copied (format none) files of one instance, copied back out with their folders."""
+    written = []
+    for path in _files_under(os.path.join(archive, wanted)):
+        target = os.path.join(dest_dir, os.path.relpath(path, archive))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy2(path, target, follow_symlinks=False)
+        written.append(target)
+    if not written:
+        raise LegatoError(f"archive {archive}: nothing under {wanted!r}")
+    return written
+
+
 def verify_archive(path: str, sha256: str) -> None:
-    """Re-check a finished archive against the SHA-256 recorded when it was verified in full."""
+    """Re-check a finished archive against the SHA-256 recorded when it was verified in full.
+
+    An archive folder is checked through its manifest: the manifest's own SHA-256, then every file's.
+    """
+    if os.path.isdir(path):
+        verify_archive(os.path.join(path, MANIFEST), sha256)
+        for info in _read_manifest(Path(path)).files:
+            verify_archive(os.path.join(path, info.path), info.sha256)
+        return
     hasher = hashlib.sha256()
     try:
         with open(path, "rb") as stream:

@@ -59,9 +59,11 @@ def _detach_campaign(folder: Path, execution: dict):
 def _check_campaign_inputs(spec, options) -> None:
     """Refuse bad rows or result declarations before a campaign folder exists, so a typo leaves nothing."""
 
+    from legato.campaign.archive import check_archive_options
     from legato.campaign.harvest import result_files
 
     result_files(spec, options.result_files)
+    check_archive_options(options.archive_mode, options.archive_format)
     if options.rows:
         from legato.campaign.rows import open_rows
 
@@ -138,7 +140,7 @@ def export_results(folder: str | os.PathLike, path: str, fmt: str) -> int:
 
 def archive_list(folder: str | os.PathLike, label: str | None = None) -> list[str]:
     """Each archive with its size and instance count, or the files one instance left in its archive."""
-    from legato.campaign.archive import list_members
+    from legato.campaign.archive import instance_members
     from legato.campaign.diskguard import human_size
 
     if label is None:
@@ -146,15 +148,15 @@ def archive_list(folder: str | os.PathLike, label: str | None = None) -> list[st
                 for number, archive, size, members in _ledger_rows(
                     folder, "SELECT number, archive, archive_bytes, members FROM batches WHERE archive IS NOT NULL ORDER BY number")]
     archive, workspace = _locate(folder, label)
-    return [f"{size:>12}  {name}" for name, size in list_members(archive, workspace + "/")]
+    return [f"{size:>12}  {name}" for name, size in instance_members(archive, workspace)]
 
 
 def archive_get(folder: str | os.PathLike, label: str, file: str | None, dest: str) -> list[str]:
     """Extract one instance's folder (or one file of it) from its batch archive into ``dest``."""
-    from legato.campaign.archive import extract
+    from legato.campaign.archive import extract_instance
 
     archive, workspace = _locate(folder, label)
-    written = extract(archive, f"{workspace}/{file}" if file else f"{workspace}/", dest)
+    written = extract_instance(archive, workspace, file, dest)
     if not written:
         raise LegatoError(f"{label}: no {file!r} in its archive {archive}" if file else f"{label}: nothing archived")
     return written

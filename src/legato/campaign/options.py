@@ -20,7 +20,8 @@ class CampaignOptions:
     results: str | None = None
     result_files: list[str] = field(default_factory=list)  # STEP:FILE[:FORMAT]
     archive: str | None = None
-    archive_format: str = "tar.gz"
+    archive_format: str = "tar.gz"  # or tar.zst, or none: a verified copy without tar
+    archive_mode: str = "batch"  # batch, step or instance: what becomes one archive file
     no_archive: bool = False
     keep_workspace: bool = False
     on_failure: str = "continue"

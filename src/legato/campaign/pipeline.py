@@ -157,13 +157,11 @@ class Campaign:
     def _archive(self, batch: Batch) -> Batch:
         if self.options.no_archive:
             return self.ledger.advance(batch, "archived")
-        from legato.campaign.archive import write_archive
+        from legato.campaign.archive import archive_batch
 
         folder = Path(self.options.archive) / self.name if self.options.archive else self.folder / "archives"
         folder.mkdir(parents=True, exist_ok=True)
-        dest = folder / f"{batch.study.name}.{self.options.archive_format}"
-        Path(f"{dest}.partial").unlink(missing_ok=True)
-        info = write_archive(str(batch.study), str(dest), self.options.archive_format)
+        info = archive_batch(batch.study, folder, self.options.archive_mode, self.options.archive_format)
         return self.ledger.advance(batch, "archived", archive=info.path, sha256=info.sha256,
                                    archive_bytes=info.bytes, members=info.members)
 
