@@ -28,7 +28,15 @@ from legato.launch import cancel as cancel_study
 from legato.prepare import PreparedStudy, prepare
 
 __all__ = ["ClusterOptions", "PreparedStudy", "archive_get", "archive_list", "batch", "cancel", "execute",
-           "export_results", "prepare", "resume_batch"]
+           "export_results", "harvest", "prepare", "resume_batch"]
+
+
+def harvest(folder: str | os.PathLike, results: list[str], url: str | None = None, success: list[str] = (),
+            name: str | None = None) -> tuple[int, int]:
+    """Harvest a legato or Maestro study folder into a results table; (rows written, failed rows)."""
+    from legato.campaign.study_harvest import harvest_study
+
+    return harvest_study(Path(folder), results, url, success, name)
 
 
 def cancel(root: str | os.PathLike, wait: float = 60.0) -> str:

@@ -186,6 +186,9 @@ def cancel(folder, yes) -> None:
               help="One archive file per batch, per step of a batch, or per instance (a light workspace kept in --archive).")
 @click.option("--no-archive", is_flag=True, help="Only harvest, then delete each batch workspace.")
 @click.option("--keep-workspace", is_flag=True, help="Keep each batch workspace after archiving.")
+@click.option("--success", "success", multiple=True, metavar="STEP:RULE",
+              help="Success beyond the exit code: exists:FILE, has:KEY or KEY<op>VALUE (repeatable).")
+@click.option("--keep-failed", is_flag=True, help="Copy failed instances' folders to failed/ in the campaign.")
 @click.option("--on-failure", type=click.Choice(["continue", "stop"]), default="continue", show_default=True)
 @click.option("--min-free", help="Free space needed before each batch.  [default: 1G]")
 @click.option("--min-inodes", type=click.IntRange(min=0), help="Free inodes needed before each batch.  [default: 100000]")
@@ -197,7 +200,7 @@ def cancel(folder, yes) -> None:
 @click.option("--detach", is_flag=True, help="Run the campaign driver in the background and return at once.")
 @_cluster_options
 def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, index, max_rows, results_url, result_files,
-                  archive, archive_format, archive_mode, no_archive, keep_workspace, on_failure, min_free, min_inodes, jobs,
+                  archive, archive_format, archive_mode, no_archive, keep_workspace, success, keep_failed, on_failure, min_free, min_inodes, jobs,
                   throttle, attempts, resume_dir, retry_failed, detach, **cluster) -> None:
     """Run SPEC over many parameter rows, --batch-size rows at a time: run, harvest, archive, clean."""
     from legato import api
@@ -218,12 +221,29 @@ def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, inde
         options = CampaignOptions(
             spec=spec, batch_size=batch_size, pgen=pgen, pargs=list(pargs), rows=rows, index=index, max_rows=max_rows,
             results=results_url, result_files=list(result_files), archive=archive, archive_format=archive_format,
-            archive_mode=archive_mode, no_archive=no_archive, keep_workspace=keep_workspace, on_failure=on_failure,
+            archive_mode=archive_mode, no_archive=no_archive, keep_workspace=keep_workspace, success=list(success),
+            keep_failed=keep_failed, on_failure=on_failure,
             min_free=parse_size(min_free or "1G"),
             min_inodes=100_000 if min_inodes is None else min_inodes, layout=layout, fanout=fanout,
         )
         outcome = api.batch(options, out=out, execution=execution, detach=detach, log=click.echo)
     _finish(outcome)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--result", "result_files", multiple=True, metavar="STEP:FILE[:FORMAT]",
+              help="A results file a step writes (json, kv or csv; repeatable).")
+@click.option("--results", "results_url", help="Results database URL (default: results.db in FOLDER).")
+@click.option("--success", "success", multiple=True, metavar="STEP:RULE",
+              help="Success beyond the exit code: exists:FILE, has:KEY or KEY<op>VALUE (repeatable).")
+@click.option("--name", help="Campaign name of the rows (default: the folder's name).")
+def harvest(folder, result_files, results_url, success, name) -> None:
+    """Harvest a legato or Maestro study FOLDER into a results table (again: replaces, never adds)."""
+    from legato import api
+
+    written, failed = api.harvest(folder, list(result_files), results_url, list(success), name)
+    click.echo(f"{written} rows harvested ({failed} failed) from {folder}")
 
 
 @main.command()

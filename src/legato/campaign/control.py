@@ -61,9 +61,11 @@ def _check_campaign_inputs(spec, options) -> None:
 
     from legato.campaign.archive import check_archive_options
     from legato.campaign.harvest import result_files
+    from legato.campaign.study_harvest import parse_rules
 
     result_files(spec, options.result_files)
     check_archive_options(options.archive_mode, options.archive_format)
+    parse_rules(options.success, {step.name for step in spec.steps})
     if options.rows:
         from legato.campaign.rows import open_rows
 

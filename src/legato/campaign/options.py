@@ -24,6 +24,8 @@ class CampaignOptions:
     archive_mode: str = "batch"  # batch, step or instance: what becomes one archive file
     no_archive: bool = False
     keep_workspace: bool = False
+    success: list[str] = field(default_factory=list)  # STEP:RULE success rules
+    keep_failed: bool = False  # copy failed instances' folders to failed/ before the workspace goes
     on_failure: str = "continue"
     min_free: int = 1 << 30
     min_inodes: int = 100_000

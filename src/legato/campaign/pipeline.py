@@ -20,6 +20,7 @@ from legato import parameters
 from legato.campaign.harvest import ResultSink, collect, result_files
 from legato.campaign.ledger import Batch, Ledger
 from legato.campaign.options import CampaignOptions, CampaignOutcome
+from legato.campaign.study_harvest import judge, keep_failed, parse_rules
 from legato.errors import LegatoError
 from legato.launch import execute
 from legato.prepare import prepare
@@ -43,6 +44,7 @@ class Campaign:
         self.log = log
         self.spec = load_spec(options.spec)
         self.result_files = result_files(self.spec, options.result_files)
+        self.rules = parse_rules(options.success, {step.name for step in self.spec.steps})
         self.name = folder.name
         self.source: RowSource | None = None
         self.sink = None
@@ -145,7 +147,9 @@ class Campaign:
         return execute(batch.study, progress=False, **self.execution)
 
     def _harvest(self, batch: Batch) -> Batch:
-        rows, members = collect(batch.study, batch.number, batch.start, self.result_files)
+        rows, members = judge(batch.study, *collect(batch.study, batch.number, batch.start, self.result_files), self.rules)
+        if self.options.keep_failed:
+            keep_failed(batch.study, members, self.folder / "failed" / batch.study.name)
         self.sink.write(self.name, batch.number, rows)
         with self.ledger.db:
             self.ledger.db.execute("BEGIN IMMEDIATE")

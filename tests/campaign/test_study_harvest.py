@@ -1,0 +1,121 @@
+"""legato harvest on legato and Maestro study folders, success rules, and a campaign's --success/--keep-failed."""
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from legato import api
+from legato.campaign.study_harvest import parse_rules
+from legato.errors import LegatoError
+from tests import maestro
+from tests.campaign.files.checks import legato
+
+SPEC = """
+description: {name: hv, description: harvest me}
+study:
+  - name: make
+    description: writes a result; P=3 fails
+    run:
+      cmd: |
+        echo "x=$(P) tag=p$(P)" > result.kv
+        if [ $(P) = 2 ]; then : > empty.txt; else echo data > empty.txt; fi
+        [ $(P) != 3 ]
+  - name: sum
+    description: a funnel
+    run:
+      cmd: echo total=6 > total.kv
+      depends: [make_*]
+global.parameters:
+  P: {values: [1, 2, 3, 4], label: P.%%}
+"""
+
+
+def rows(db: Path) -> dict[tuple[str, str], dict]:
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return {(r["step"], r["label"]): dict(r) for r in conn.execute("SELECT * FROM results")}
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+def test_harvest_a_legato_study_twice_adds_nothing(spec, tmp_path):
+    study = api.prepare(str(spec), out=str(tmp_path / "study")).root
+    api.execute(study, jobs=2, progress=False)
+    out = legato("harvest", str(study), "--result", "make:result.kv", "--results", f"sqlite:///{tmp_path}/r.db",
+                 "--success", "make:exists:empty.txt", "--success", "make:x<4", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "5 rows harvested (4 failed)" in out.stdout  # P.3 exit 1, P.2 empty file, P.4 x<4, sum skipped
+    legato("harvest", str(study), "--result", "make:result.kv", "--results", f"sqlite:///{tmp_path}/r.db",
+           "--success", "make:exists:empty.txt", "--success", "make:x<4", cwd=tmp_path)
+    found = rows(tmp_path / "r.db")
+    assert len(found) == 5
+    assert found[("make", "P.1")]["state"] == "finished" and found[("make", "P.1")]["x"] == 1
+    assert "success rule make:exists:empty.txt not met" in found[("make", "P.2")]["reason"]
+    assert found[("make", "P.4")]["reason"] == "success rule make:x<4 not met: x = 4"
+    assert found[("make", "P.3")]["state"] == "failed"
+
+
+def test_harvest_a_maestro_study(spec, tmp_path):
+    maestro.require()
+    subprocess.run([str(maestro.MAESTRO), "run", "-fg", "-y", "-o", str(tmp_path / "mstudy"), str(spec)],
+                   env=maestro.env(), cwd=tmp_path, capture_output=True, timeout=300)
+    assert (tmp_path / "mstudy" / "status.csv").is_file()
+    for _ in range(2):
+        out = legato("harvest", str(tmp_path / "mstudy"), "--result", "make:result.kv", "--success",
+                     "make:has:tag", "--success", "make:tag!=p2", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+    found = rows(tmp_path / "mstudy" / "results.db")
+    assert {key for key in found if key[0] == "make"} == {("make", f"P.{p}") for p in (1, 2, 3, 4)}
+    assert found[("make", "P.1")]["x"] == 1 and found[("make", "P.1")]["P"] == 1 and found[("make", "P.1")]["campaign"] == "mstudy"
+    assert found[("make", "P.3")]["state"] == "failed"
+    assert found[("make", "P.2")]["reason"] == "success rule make:tag!=p2 not met: tag = 'p2'"
+    assert found[("make", "P.4")]["state"] == "finished" and found[("make", "P.1")]["started"] > 0
+
+
+def test_harvest_mistakes_are_one_line(spec, tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = legato("harvest", str(tmp_path / "empty"), cwd=tmp_path)
+    assert out.returncode == 2 and "not a study folder" in out.stderr and "Traceback" not in out.stderr
+    study = api.prepare(str(spec), out=str(tmp_path / "study")).root
+    out = legato("harvest", str(study), "--success", "make:x~4", cwd=tmp_path)
+    assert out.returncode == 2 and "--success 'make:x~4': expected" in out.stderr
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "status.csv").write_text("a,b\n1,2\n")
+    out = legato("harvest", str(tmp_path / "bad"), cwd=tmp_path)
+    assert out.returncode == 2 and "not Maestro's status file" in out.stderr
+
+
+def test_rules_are_checked():
+    with pytest.raises(LegatoError, match="no step 'nope'"):
+        parse_rules(["nope:has:x"], {"make"})
+    with pytest.raises(LegatoError, match="expected STEP:RULE"):
+        parse_rules(["make"], {"make"})
+    rule, = parse_rules(["make:energy >= 1.5"], {"make"})
+    assert (rule.subject, rule.op, rule.value) == ("energy", ">=", 1.5)
+    assert rule.broken(Path("."), {"energy": 2}) is None and rule.broken(Path("."), {"energy": 1})
+
+
+def test_campaign_success_rules_keep_failed_and_instance_archives(spec, tmp_path):
+    (tmp_path / "rows.csv").write_text("P\n1\n2\n3\n4\n")
+    out = legato("batch", str(spec), "-b", "2", "--rows", "rows.csv", "-o", "camp", "--result", "make:result.kv",
+                 "--success", "make:exists:empty.txt", "--keep-failed", "--archive-mode", "instance",
+                 "--archive-format", "tar.zst", "--min-free", "1M", "--min-inodes", "0", cwd=tmp_path)
+    assert out.returncode == 1, out.stderr  # failed rows
+    camp = tmp_path / "camp"
+    kept = sorted(p.name for p in (camp / "failed").glob("*/make/*"))
+    assert kept == ["P.2", "P.3"]
+    listing = legato("archive", "ls", str(camp), "make/P.1", cwd=tmp_path)
+    assert listing.returncode == 0 and "result.kv" in listing.stdout, listing.stderr
+    got = legato("archive", "get", str(camp), "make/P.4", "result.kv", "-d", "back", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert next((tmp_path / "back").rglob("result.kv")).read_text().startswith("x=4")
+    assert not any((camp / "work").glob("batch-*"))
+    assert len(list((camp / "archives").glob("batch-*/make/*.tar.zst"))) == 4
