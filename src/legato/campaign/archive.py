@@ -36,6 +36,9 @@ FORMATS = ("tar.gz", "tar.zst")
 """Compressed tar formats; ``none`` (copy without tar) is an archive format too, for ``archive_batch``."""
 _GZIP_MAGIC, _ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
+_SMALL = 64 << 20
+"""Instance folders up to this many bytes are archived in memory."""
+_ZSTD_SMALL = zstandard.ZstdCompressor(level=3, write_checksum=True)
 _ZSTD_IN = 1024
 """Compressed bytes per zstd step: one step then inflates to at most ~32 MiB, even for runs of zeros."""
 _DAMAGE = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError)
@@ -169,12 +172,72 @@ def _lighten(root: Path, out: Path, packed: set[str], fmt: str) -> Iterator[Arch
                 _remove(str(out / name))
                 os.symlink(os.readlink(entry.path), out / name)
             elif entry.is_dir() and name in packed:
-                info = pack_folder(entry.path, str(out / f"{name}.{fmt}"), fmt)
+                info = _pack_small(entry.path, str(out / f"{name}.{fmt}"), fmt)
                 yield ArchiveInfo(f"{name}.{fmt}", info.sha256, info.members, info.bytes)
             elif entry.is_dir():
                 pending.append(name)
             elif entry.is_file():
                 yield _copy(entry.path, out / name, name)
+
+
+def _pack_small(folder: str, dest: str, fmt: str) -> ArchiveInfo:
+    """An instance's folder as one archive, made in memory: two tar processes per instance would dominate.
+
+    The tar (GNU format, as GNU tar writes) is built with tarfile, compressed, and verified
+    before it is written: it decompresses to exactly the tar that was built, which lists exactly
+    the members walked; the written file is read back and compared. Folders over ``_SMALL``
+    bytes go through GNU tar instead, so memory stays bounded.
+    """
+    members = list(_walk(folder))
+    if sum(os.lstat(path).st_size for path, _ in members) > _SMALL:
+        return pack_folder(folder, dest, fmt)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        names = [name for path, name in members if _add(tar, path, name)]
+    plain = buffer.getvalue()
+    packed = gzip.compress(plain, 6, mtime=0) if fmt == "tar.gz" else _ZSTD_SMALL.compress(plain)
+    unpacked = gzip.decompress(packed) if fmt == "tar.gz" else zstandard.ZstdDecompressor().decompress(packed)
+    with tarfile.open(fileobj=io.BytesIO(unpacked), mode="r") as tar:
+        if unpacked != plain or tar.getnames() != names:
+            _mismatch(dest, "(the whole file)", "it does not read back as it was built")
+    partial = f"{dest}.partial"
+    with open(partial, "wb") as stream:
+        stream.write(packed)
+    with open(partial, "rb") as stream:
+        if stream.read() != packed:
+            _mismatch(dest, "(the whole file)", "what was read back is not what was written")
+    os.replace(partial, dest)
+    return ArchiveInfo(dest, hashlib.sha256(packed).hexdigest(), len(names), len(packed))
+
+
+def _walk(root: str) -> Iterator[tuple[str, str]]:
+    """(path, member name) depth first in name order, each folder before its contents; symlinks are not followed."""
+    pending = [""]
+    while pending:
+        relative = pending.pop()
+        with os.scandir(os.path.join(root, relative)) as entries:
+            children = sorted(entries, key=lambda entry: entry.name)
+        folders = []
+        for entry in children:
+            name = f"{relative}/{entry.name}" if relative else entry.name
+            yield entry.path, name
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(name)
+        pending.extend(reversed(folders))
+
+
+def _add(tar: tarfile.TarFile, path: str, name: str) -> bool:
+    """Folders, symlinks (as links) and files (hard links as copies); sockets, FIFOs and devices are skipped, as GNU tar does sockets."""
+    info = tar.gettarinfo(path, arcname=name)
+    if info is None or not (info.isreg() or info.islnk() or info.isdir() or info.issym()):
+        return False
+    if info.isreg() or info.islnk():
+        info.type, info.linkname, info.size = tarfile.REGTYPE, "", os.lstat(path).st_size
+        with open(path, "rb") as stream:
+            tar.addfile(info, stream)
+    else:
+        tar.addfile(info)
+    return True
 
 
 def _copy(source: str, dest: Path, name: str) -> ArchiveInfo:
