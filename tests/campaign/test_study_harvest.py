@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 import subprocess
 from pathlib import Path
 
@@ -119,3 +120,25 @@ def test_campaign_success_rules_keep_failed_and_instance_archives(spec, tmp_path
     assert next((tmp_path / "back").rglob("result.kv")).read_text().startswith("x=4")
     assert not any((camp / "work").glob("batch-*"))
     assert len(list((camp / "archives").glob("batch-*/make/*.tar.zst"))) == 4
+
+
+def test_bad_archive_options_leave_no_campaign_folder(spec, tmp_path):
+    (tmp_path / "rows.csv").write_text("P\n1\n")
+    for extra, problem in ((["--archive-mode", "step", "--archive-format", "none"], "it has no --archive-mode step"),
+                           (["--success", "make:energy"], "--success 'make:energy': expected")):
+        out = legato("batch", str(spec), "-b", "2", "--rows", "rows.csv", "-o", "camp", *extra, cwd=tmp_path)
+        assert out.returncode == 2 and problem in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert not (tmp_path / "camp").exists()
+
+
+def test_harvest_as_the_last_step_of_a_study(tmp_path):
+    """A funnel step whose command is ``legato harvest`` of its own study folder."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.replace("cmd: echo total=6 > total.kv", f"cmd: {sys.executable} -m legato harvest "
+                                 f"$(WORKSPACE)/.. --result make:result.kv --results sqlite:///{tmp_path}/r.db")
+                    .replace("[ $(P) != 3 ]", "true"))
+    out = legato("run", str(spec), "-o", "study", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    found = rows(tmp_path / "r.db")
+    assert sorted(label for step, label in found if step == "make") == ["P.1", "P.2", "P.3", "P.4"]
+    assert found[("make", "P.3")]["x"] == 3 and found[("make", "P.3")]["campaign"] == "study"

@@ -138,7 +138,7 @@ def keep_failed(study: Path, members: list[tuple], dest: Path) -> list[Path]:
 def harvest_study(folder: Path, results: list[str], url: str | None = None, success: list[str] = (),
                   name: str | None = None) -> tuple[int, int]:
     """Harvest a legato or Maestro study folder into the results table; (rows written, failed rows)."""
-    folder = folder.absolute()
+    folder = folder.resolve()  # `$(WORKSPACE)/..` from a step of the study names it by its own name
     read = _read_legato if (folder / DB_NAME).is_file() else _read_maestro if (folder / MAESTRO_STATUS).is_file() else None
     if read is None:
         raise LegatoError(f"{folder}: not a study folder (no {DB_NAME} of legato, no {MAESTRO_STATUS} of Maestro)")
