@@ -1,14 +1,23 @@
-"""One verified compressed tar per batch, and fetching one instance's files back from it.
+"""A batch workspace archived in one of three modes (or copied without tar), verified, and read back per instance.
 
-The campaign deletes a batch's workspace right after archiving it, so an archive is trusted
-only once it has been read back in full: every file's size and SHA-256 (taken while it was
-packed) match, every folder and symlink is there, nothing else is. Until then it is
-``<dest>.partial``; the rename to ``dest`` (with the folder synced) is what a resumed campaign
-looks for, and the archive's own SHA-256 lets it re-check a finished archive cheaply.
+The campaign deletes a batch's workspace right after archiving it, so nothing counts as
+archived before it has been read back in full. A file is ``<dest>.partial`` and a folder
+``<batch>.partial/`` until then; the rename (after a sync) is what a resumed campaign looks
+for, and the recorded SHA-256 (of the file, or of a folder's manifest, which lists every file's)
+lets it re-check a finished archive cheaply.
 
-Archives are streamed both ways (``tar`` stream mode over gzip or zstandard), so memory stays
-flat whatever the batch size. Symlinks are stored as links, never followed; hard links are
-stored as separate copies; sockets, FIFOs and devices are skipped (they hold no results).
+- ``batch``: GNU tar writes one stream of the whole workspace into a pipe; this process
+  compresses it (zstandard with a frame checksum, or gzip with its CRC) while hashing what it
+  writes. Verification streams the file back through the decompressor into ``tar --list``:
+  same bytes, intact compressed stream, and the members tar listed while packing.
+- ``step``: the same, one file per step folder; the study's own files are copied.
+- ``instance``: each instance folder becomes one file (built in memory: two tar processes per
+  instance would cost more than the archiving), the rest of the workspace stays as it was: a
+  light workspace with one inode per instance, left in the archive folder.
+- format ``none``: every file copied and read back against its SHA-256.
+
+Every archive lists with plain ``tar -tf``. Symlinks are stored as links, never followed; hard
+links as separate copies; sockets are skipped.
 """
 from __future__ import annotations
 
@@ -35,6 +44,10 @@ from legato.errors import LegatoError
 
 FORMATS = ("tar.gz", "tar.zst")
 """Compressed tar formats; ``none`` (copy without tar) is an archive format too, for ``archive_batch``."""
+MODES = ("batch", "step", "instance")
+"""What becomes one file: the whole batch workspace, each step's folder, or each instance's folder."""
+MANIFEST = "legato-archive.json"
+"""In a step, instance or copy archive folder: every file written with its SHA-256; written last."""
 _GZIP_MAGIC, _ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
 _SMALL = 64 << 20
@@ -63,8 +76,8 @@ def write_archive(source_dir: str, dest: str, fmt: str = "tar.gz") -> ArchiveInf
     return info
 
 
-def pack_folder(source_dir: str, dest: str, fmt: str, names: list[str] | None = None) -> ArchiveInfo:
-    """GNU tar packs ``names`` (default: everything) of ``source_dir``; the stream is compressed and hashed here.
+def pack_folder(source_dir: str, dest: str, fmt: str) -> ArchiveInfo:
+    """GNU tar packs ``source_dir``'s contents; the stream is compressed and hashed here.
 
     tar does the walking and the header writing (C speed, no per-member Python); this process
     compresses the stream while hashing what it writes, so the file is read back only once, by
@@ -75,7 +88,7 @@ def pack_folder(source_dir: str, dest: str, fmt: str, names: list[str] | None = 
     partial = f"{dest}.partial"
     try:
         os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-        written = _pack(source_dir, partial, dest, fmt, sorted(os.listdir(source_dir)) if names is None else names)
+        written = _pack(source_dir, partial, dest, fmt, sorted(os.listdir(source_dir)))
         digest = _verify(partial, dest, written)
         os.replace(partial, dest)
     except BaseException as exc:
@@ -84,12 +97,6 @@ def pack_folder(source_dir: str, dest: str, fmt: str, names: list[str] | None = 
             raise _write_error(exc, dest, partial) from None
         raise
     return ArchiveInfo(dest, digest, len(written.members), os.path.getsize(dest))
-
-
-MODES = ("batch", "step", "instance")
-"""What becomes one file: the whole batch workspace, each step's folder, or each instance's folder."""
-MANIFEST = "legato-archive.json"
-"""In a step, instance or copy archive folder: every file written with its SHA-256; written last."""
 
 
 @dataclass(frozen=True)
