@@ -272,9 +272,23 @@ def publish(args: argparse.Namespace, key: str, title: str, body: str) -> None:
         record(key, title, body)
 
 
+def portable(argv: list[str]) -> list[str]:
+    """The command line without this machine's folders: the maestrowf venv as ``$BENCH_VENV``,
+    other absolute paths as ``$SCRATCH/...`` (their first component dropped), repository paths relative."""
+    words = []
+    for previous, word in zip(["", *argv], argv):
+        if previous == "--bench-venv":
+            word = "$BENCH_VENV"
+        elif os.path.isabs(word):
+            inside = Path(word).resolve().is_relative_to(REPO)
+            word = os.path.relpath(word, REPO) if inside else "$SCRATCH/" + "/".join(Path(word).parts[2:])
+        words.append(word)
+    return words
+
+
 def record(key: str, title: str, body: str) -> None:
     """Replace (or append) this benchmark's section of RESULTS.md, headed by how it was produced."""
-    command = shlex.join(["python3", os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+    command = shlex.join(["python3", os.path.relpath(sys.argv[0], REPO), *portable(sys.argv[1:])])
     header = "\n".join([
         f"## {title}",
         "",

@@ -192,7 +192,9 @@ def test_on_failure_continue_then_retry_failed(sample_dir):
 
 
 def test_on_failure_stop_stops_after_the_batch(sample_dir):
-    done = flaky_batch(sample_dir, "--on-failure", "stop")
+    """One batch at a time (``-w 1``): nothing after the failed batch was begun. With overlapping batches
+    the ones already running finish too (test_on_failure_stop_lets_overlapping_batches_finish)."""
+    done = flaky_batch(sample_dir, "--on-failure", "stop", "-w", "1")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "stopped: batch 2 has failed rows (--on-failure stop)" in done.stdout
     assert [batch["phase"] for batch in ledger_batches(sample_dir / "camp")] == ["cleaned", "cleaned"]
@@ -202,6 +204,14 @@ def test_on_failure_stop_stops_after_the_batch(sample_dir):
     text = legato("status", "camp", cwd=sample_dir).stdout
     assert "camp: stopped (batch 2 has failed rows (--on-failure stop)); continue with: legato batch --resume" in text
     assert "batches  2/7" in text and "rows     6/20 (5 finished, 1 failed)" in text
+
+
+def test_on_failure_stop_lets_overlapping_batches_finish(sample_dir):
+    done = flaky_batch(sample_dir, "--on-failure", "stop", "-w", "2")
+    assert done.returncode == 1 and "stopped: batch 2 has failed rows (--on-failure stop)" in done.stdout, done.stdout
+    phases = [batch["phase"] for batch in ledger_batches(sample_dir / "camp")]
+    assert phases[:2] == ["cleaned", "cleaned"] and len(phases) <= 3, phases  # batch 3 may have been running
+    assert set(phases) <= {"cleaned", "prepared"}, phases
 
 
 # -- acceptance 7: the disk guard ----------------------------------------------------------------------

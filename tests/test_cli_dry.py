@@ -142,7 +142,7 @@ def test_pgen_kwargs_and_env_through_the_cli(tmp_path: Path) -> None:
 # -- every bad input: one line on stderr, non-zero exit ------------------------------------
 
 SPEC_CASES = [
-    "missing-cmd", "duplicate-steps", "unknown-depends", "cyclic-depends", "unequal-parameters", "label-without-%%",
+    "missing-cmd", "duplicate-steps", "unknown-depends", "cyclic-depends", "unequal-parameters", "label-list",
     "unknown-run-key", "empty-study", "missing-description-name", "not-a-mapping",
 ]
 
@@ -171,7 +171,6 @@ PGEN_CASES = {
     "pgen_wrong_type.py": "pgen_wrong_type.py: get_custom_generator returned dict",
     "pgen_unequal.py": "pgen_unequal.py: get_custom_generator raised ValueError",
     "pgen_syntax.py": "pgen_syntax.py: cannot load the pgen: SyntaxError",
-    "pgen_bad_label.py": "pgen_bad_label.py: parameter A: label 'A' has no '%%'",
     "pgen_short_labels.py": "pgen_short_labels.py: parameter A: 2 labels for 3 values",
     "no_such_pgen.py": "no_such_pgen.py: no such pgen file",
 }

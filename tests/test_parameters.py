@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -48,10 +49,7 @@ def test_from_spec_zips_values_as_text() -> None:
     assert table.row(4) == {"SIZE": "200", "ITERATIONS": "20"}
 
 
-def test_from_spec_label_lists_and_booleans(write_spec) -> None:
-    table = parameters.from_spec(load_spec(SPECS / "label_list.yaml"))
-    assert [table.label("MODEL", i) for i in range(2)] == ["lin", "cub"]
-    assert [table.label("MESH", i) for i in range(2)] == ["mesh-8", "mesh-16"]
+def test_from_spec_booleans_as_text() -> None:
     full = parameters.from_spec(load_spec(SPECS / "maestro_full.yaml"))
     assert full.values["EXCL"] == ["True", "False"]  # str(value), as Maestro renders it
 
@@ -110,7 +108,6 @@ PGEN_ERRORS = {
     "pgen_wrong_type.py": "pgen_wrong_type.py: get_custom_generator returned dict, not a ParameterGenerator",
     "pgen_unequal.py": "pgen_unequal.py: get_custom_generator raised ValueError: parameter 'B' has 3 values",
     "pgen_syntax.py": "pgen_syntax.py: cannot load the pgen: SyntaxError: ",
-    "pgen_bad_label.py": "pgen_bad_label.py: parameter A: label 'A' has no '%%'",
     "pgen_short_labels.py": "pgen_short_labels.py: parameter A: 2 labels for 3 values",
 }
 
@@ -178,3 +175,93 @@ def test_pgen_that_is_not_python_is_named(tmp_path: Path) -> None:
     pgen.write_text("def get_custom_generator(env, **kwargs):\n    return None\n")
     with pytest.raises(LegatoError, match=r"gen\.txt: not a Python file"):
         parameters.from_pgen(pgen, {}, {})
+
+
+def test_pgen_env_values_keep_their_yaml_type(write_spec, tmp_path: Path) -> None:
+    """Maestro hands a pgen ``SEED: 1777`` as the int: seeding with the text would give other values."""
+    spec = load_spec(write_spec(
+        "description: {name: typed, description: d}\n"
+        "env:\n  variables: {SEED: 1777, RATE: 0.5, NAME: x, LIST_TEXT: '[1]'}\n"
+        "study:\n  - {name: s, description: d, run: {cmd: echo}}\n"
+    ))
+    pgen = tmp_path / "typed_env.py"
+    pgen.write_text(
+        "from random import randint, seed\n"
+        "from maestrowf.datastructures.core import ParameterGenerator\n\n"
+        "def get_custom_generator(env, **kwargs):\n"
+        "    names = ['SEED', 'RATE', 'NAME', 'LIST_TEXT']\n"
+        "    seed(a=env.find('SEED').value)\n"
+        "    generator = ParameterGenerator()\n"
+        "    generator.add_parameter('TYPE', [type(env.find(n).value).__name__ for n in names])\n"
+        "    generator.add_parameter('SIZE', [randint(10, 30) for n in names])\n"
+        "    return generator\n"
+    )
+    table = parameters.from_pgen(pgen, study_env(spec, tmp_path), {}, spec.raw_variables)
+    assert table.values["TYPE"] == ["int", "float", "str", "str"]
+    assert table.values["SIZE"] == ["28", "21", "17", "10"]  # Maestro's montecarlo sample with SEED 1777
+
+
+PRODUCT = """\
+description: {name: product, description: d}
+study:
+  - {name: s, description: d, run: {cmd: echo $(MODEL) $(MESH) $(SIZE) $(ITER)}}
+global.parameters:
+  MODEL: {values: [lin, cub], label: MODEL.%%}
+  MESH: {values: [8, 16], label: MESH.%%}
+legato:
+  product:
+    SIZE: {values: [10, 20, 30], label: SIZE.%%}
+    ITER: {values: [1, 2], label: I.%%}
+"""
+
+
+def test_product_combines_the_zipped_rows_with_every_product_value(write_spec) -> None:
+    import itertools
+
+    spec = load_spec(write_spec(PRODUCT))
+    table = parameters.from_spec(spec)
+    expected = list(itertools.product([("lin", "8"), ("cub", "16")], ["10", "20", "30"], ["1", "2"]))
+    assert parameters.spec_rows(spec) == table.length == 12
+    assert [(r["MODEL"], r["MESH"]) for r in map(table.row, range(12))] == [e[0] for e in expected]
+    assert [(table.row(i)["SIZE"], table.row(i)["ITER"]) for i in range(12)] == [e[1:] for e in expected]
+    assert table.label("ITER", 1) == "I.2"
+    for start, nrows in [(0, 5), (5, 5), (10, 5), (3, 0), (12, 4)]:
+        page = parameters.from_spec(spec, start, nrows)
+        assert [page.row(i) for i in range(page.length)] == [table.row(i) for i in range(start, min(12, start + nrows))]
+
+
+def test_product_without_global_parameters(write_spec) -> None:
+    spec = load_spec(write_spec(PRODUCT.split("global.parameters:")[0] + "legato:" + PRODUCT.split("legato:")[1]))
+    table = parameters.from_spec(spec, 2, 3)
+    assert [table.row(i) for i in range(3)] == [{"SIZE": "20", "ITER": "1"}, {"SIZE": "20", "ITER": "2"},
+                                                 {"SIZE": "30", "ITER": "1"}]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("    MODEL: {values: [a], label: M.%%}\n", "spec.yaml: legato.product.MODEL: already in global.parameters"),
+    ("    EMPTY: {values: [], label: E.%%}\n", "spec.yaml: legato.product.EMPTY.values: must not be empty"),
+    ("    NOLABEL: {values: [1]}\n", "spec.yaml: legato.product.NOLABEL: 'label' is required"),
+])
+def test_bad_product_is_named(extra: str, message: str, write_spec) -> None:
+    with pytest.raises(LegatoError, match=re.escape(message)):
+        load_spec(write_spec(PRODUCT + extra))
+
+
+def test_product_in_run_and_as_a_campaigns_rows(write_spec, tmp_path: Path) -> None:
+    """``legato run`` expands the product; ``legato batch`` pages through it, START/NROWS at a time."""
+    import csv
+
+    from tests.test_cli_dry import legato
+
+    spec = write_spec(PRODUCT.replace("echo $(MODEL) $(MESH) $(SIZE) $(ITER)", "echo $(SIZE) $(ITER)"))
+    done = legato("run", str(spec), "-o", "out", "--layout", "flat", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "s").iterdir() if p.is_dir()) == sorted(
+        f"I.{i}.SIZE.{s}" for s in (10, 20, 30) for i in (1, 2))  # MODEL/MESH unused: one instance per label
+    done = legato("batch", str(spec), "-b", "5", "-o", "camp", "--no-archive", "--min-inodes", "0", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert legato("results", "camp", "--csv", "r.csv", cwd=tmp_path).returncode == 0
+    with open(tmp_path / "r.csv", newline="") as handle:
+        rows = sorted((int(r["row_index"]), r["MODEL"], r["SIZE"], r["ITER"], r["state"]) for r in csv.DictReader(handle))
+    table = parameters.from_spec(load_spec(spec))
+    assert rows == [(i, table.row(i)["MODEL"], table.row(i)["SIZE"], table.row(i)["ITER"], "finished") for i in range(12)]

@@ -375,3 +375,30 @@ def test_same_folders_and_scripts_as_maestro(tmp_path: Path, name: str) -> None:
     spec = load_spec(SPECS / name)
     plan = StudyPlan(spec, from_spec(spec), out, layout="flat")
     assert {i.workspace: i.script.rstrip("\n") for i in plan.instances()} == expected
+
+
+def test_label_without_placeholder_collapses_like_maestro(write_spec, tmp_path: Path) -> None:
+    """Every value shares the literal label: one instance, with the last combination's values, and a warning."""
+    text = """\
+study:
+  - {name: one, description: d, run: {cmd: echo $(X)}}
+  - {name: both, description: d, run: {cmd: echo $(X) $(Y)}}
+global.parameters:
+  X: {values: [1, 2, 3], label: NAME}
+  Y: {values: [1, 2, 3], label: Y.%%}
+"""
+    plan = make_plan(write_spec, text, tmp_path / "study")
+    steps = by_step(plan)
+    assert [(i.label, i.script) for i in steps["one"]] == [("NAME", "echo 3")]
+    assert [i.label for i in steps["both"]] == ["NAME.Y.1", "NAME.Y.2", "NAME.Y.3"]
+    assert len(plan.warnings) == 1 and "step 'one': 2 parameter combinations share a label" in plan.warnings[0]
+
+
+def test_label_list_keeps_repeated_values_apart(write_spec, tmp_path: Path) -> None:
+    """A pgen's label list names each combination: equal values with different labels are different instances."""
+    spec = load_spec(write_spec(HEAD + "study:\n  - {name: s, description: d, run: {cmd: echo $(X)}}\n"))
+    table = ParameterTable()
+    table.add("X", [1, 1, 2], ["a", "b", "c"])
+    plan = StudyPlan(spec, table, tmp_path / "study")
+    assert [(i.label, i.script) for i in plan.instances()] == [("a", "echo 1"), ("b", "echo 1"), ("c", "echo 2")]
+    assert not plan.warnings

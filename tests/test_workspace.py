@@ -227,3 +227,19 @@ def test_existing_out_needs_replace_and_loses_nothing(tmp_path: Path) -> None:
 def test_existing_empty_out_is_used(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     assert api.prepare(write(tmp_path), out=tmp_path / "out", table=table_of([1])).root == tmp_path / "out"
+
+
+def test_flat_layout_names_folders_as_maestro_unless_two_would_share_one() -> None:
+    from legato.workspace import StepLayout, maestro_label
+
+    labels = ["TEST.{}", "a b", "x/y", "xy", "..", "ok"]
+    layout = StepLayout("s", len(labels), "flat", labels=labels)
+    names = [layout.path(i, label) for i, label in enumerate(labels)]
+    assert names[:2] == ["s/TEST.", "s/a_b"]  # Maestro's make_safe_path: unsafe characters dropped, spaces as _
+    assert names[3] == "s/xy" and names[5] == "s/ok"
+    assert names[2] == f"s/{safe_label('x/y')}"  # 'xy' is another label's folder: hashed instead
+    assert names[4] == f"s/{safe_label('..')}"  # no usable name
+    assert len(set(names)) == len(names)
+    assert maestro_label("P.1 2:3") == "P.1_23"
+    tree = StepLayout("s", len(labels), "tree", labels=labels)
+    assert tree.path(0, "TEST.{}") == f"s/{safe_label('TEST.{}')}"

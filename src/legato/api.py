@@ -26,9 +26,10 @@ from legato.campaign.control import (
 from legato.launch import ClusterOptions, execute
 from legato.launch import cancel as cancel_study
 from legato.prepare import PreparedStudy, prepare
+from legato.validate import Report, validate
 
-__all__ = ["ClusterOptions", "PreparedStudy", "archive_get", "archive_list", "batch", "cancel", "execute",
-           "export_results", "harvest", "prepare", "resume_batch"]
+__all__ = ["ClusterOptions", "PreparedStudy", "Report", "archive_get", "archive_list", "batch", "cancel", "execute",
+           "export_results", "harvest", "prepare", "resume_batch", "validate"]
 
 
 def harvest(folder: str | os.PathLike, results: list[str], url: str | None = None, success: list[str] = (),

@@ -56,6 +56,18 @@ def _study_options(function):
     return function
 
 
+def _step_options(function):
+    """Which steps run (``run`` and ``batch``); steps outside the selection are not waited for."""
+    options = [
+        click.option("--only", multiple=True, metavar="STEP", help="Run only this step (repeatable)."),
+        click.option("--from", "start", metavar="STEP", help="Run STEP and every step after it."),
+        click.option("--until", metavar="STEP", help="Run STEP and every step before it."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 def _cluster_options(function):
     """How studies with a scheduler ``batch`` block use it (ignored for local studies)."""
     options = [
@@ -94,30 +106,36 @@ def _cluster(pack: int, array: bool, job_cores: int | None, sleep: float, local:
 @click.option("-n", "no", is_flag=True, help="Answer no to every question.")
 @click.option("-fg", "foreground", is_flag=True, help="Maestro compatibility: legato runs in the foreground unless --detach.")
 @_cluster_options
+@_step_options
+@click.option("--rerun", multiple=True, metavar="STEP", help="With --resume: run STEP's instances and their dependents again (repeatable).")
 @click.option("--hashws", is_flag=True, hidden=True)
 def run(spec, pgen, pargs, layout, fanout, out, dry, jobs, throttle, attempts, rlimit, resume_dir, detach,
-        write_scripts, yes, no, foreground, hashws, **cluster) -> None:
+        write_scripts, yes, no, foreground, only, start, until, rerun, hashws, **cluster) -> None:
     """Run a study SPEC (or --resume a study folder)."""
     from legato import api
+    from legato.selection import StepSelection
 
     if rlimit is not None:
         attempts = max(attempts, rlimit + 1)
+    if rerun and not resume_dir:
+        raise click.UsageError("--rerun goes with --resume STUDY_DIR")
+    steps = StepSelection(tuple(only), start, until, tuple(rerun))
     if resume_dir:
         result = api.execute(resume_dir, jobs=jobs, throttle=throttle, attempts=attempts, detach=detach,
-                             cluster=_cluster(**cluster))
+                             cluster=_cluster(**cluster), steps=steps)
         _finish(result)
         return
     if not spec:
         raise click.UsageError("missing SPEC (or --resume STUDY_DIR)")
     replace = yes or (out is not None and not no and _confirm_replace(out))
     study = api.prepare(spec, pgen=pgen, pargs=pargs, out=out, layout=layout, fanout=fanout,
-                        replace=replace, write_scripts=write_scripts)
+                        replace=replace, write_scripts=write_scripts, steps=steps)
     _print_plan(study)
     if dry:
         click.echo(f"dry run: {study.total} instance{'s' if study.total != 1 else ''} prepared in {study.root}; nothing ran")
         return
     _finish(api.execute(study.root, jobs=jobs, throttle=throttle, attempts=attempts, detach=detach,
-                        cluster=_cluster(**cluster)))
+                        cluster=_cluster(**cluster), steps=steps))
 
 
 def _confirm_replace(out: str) -> bool:
@@ -131,6 +149,8 @@ def _confirm_replace(out: str) -> bool:
 
 
 def _print_plan(study) -> None:
+    for warning in study.warnings:
+        click.echo(f"legato: warning: {warning}", err=True)
     click.echo(f"study folder: {study.root}")
     for name, count in study.steps:
         click.echo(f"  {name}: {count} instance{'s' if count != 1 else ''}")
@@ -141,6 +161,31 @@ def _finish(result) -> None:
     for line in result.summary():
         click.echo(line)
     if not result.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("spec", type=click.Path())
+@click.option("-p", "--pgen", type=click.Path(dir_okay=False), help="Custom parameter generator (Python file).")
+@click.option("--pargs", multiple=True, metavar="KEY:VALUE", help="Argument for the pgen (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report on stdout (for editors and CI).")
+def validate(spec, pgen, pargs, as_json) -> None:
+    """Check SPEC as a dry run would, writing nothing; exit 1 when it would be rejected."""
+    import json
+
+    from legato import api
+
+    report = api.validate(spec, pgen=pgen, pargs=pargs)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for warning in report.warnings:
+            click.echo(f"legato: warning: {warning}", err=True)
+        for error in report.errors:
+            click.echo(f"legato: error: {error}", err=True)
+        if report.ok:
+            click.echo(f"{spec}: valid: {sum(report.steps.values())} instances of {len(report.steps)} steps")
+    if not report.ok:
         sys.exit(1)
 
 
@@ -190,25 +235,36 @@ def cancel(folder, yes) -> None:
               help="Success beyond the exit code: exists:FILE, has:KEY or KEY<op>VALUE (repeatable).")
 @click.option("--keep-failed", is_flag=True, help="Copy failed instances' folders to failed/ in the campaign.")
 @click.option("--on-failure", type=click.Choice(["continue", "stop"]), default="continue", show_default=True)
-@click.option("--min-free", help="Free space needed before each batch.  [default: 1G]")
-@click.option("--min-inodes", type=click.IntRange(min=0), help="Free inodes needed before each batch.  [default: 100000]")
+@click.option("-w", "--window", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Batch workspaces on disk at once: the next batch is set up while this many are running or being "
+                   "harvested and archived.")
+@click.option("--min-free", help="Free space each batch on disk needs; checked before a batch workspace is made.  [default: 1G]")
+@click.option("--min-inodes", type=click.IntRange(min=0), help="Free inodes each batch on disk needs.  [default: 100000]")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Cores to keep busy (default: all).")
 @click.option("-t", "--throttle", type=click.IntRange(min=0), default=0, help="At most N instances in flight (on a cluster: N jobs queued or running; 0: no limit).")
 @click.option("-a", "--attempts", type=click.IntRange(min=1), default=1, show_default=True, help="Tries per instance.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue a campaign folder.")
 @click.option("--retry-failed", is_flag=True, help="With --resume: run the failed rows again.")
 @click.option("--detach", is_flag=True, help="Run the campaign driver in the background and return at once.")
+@_step_options
 @_cluster_options
 def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, index, max_rows, results_url, result_files,
-                  archive, archive_format, archive_mode, no_archive, keep_workspace, success, keep_failed, on_failure, min_free, min_inodes, jobs,
-                  throttle, attempts, resume_dir, retry_failed, detach, **cluster) -> None:
-    """Run SPEC over many parameter rows, --batch-size rows at a time: run, harvest, archive, clean."""
+                  archive, archive_format, archive_mode, no_archive, keep_workspace, success, keep_failed, on_failure,
+                  window, min_free, min_inodes, jobs, throttle, attempts, resume_dir, retry_failed, detach, only, start,
+                  until, **cluster) -> None:
+    """Run SPEC over many parameter rows, --batch-size rows at a time: run, harvest, archive, clean.
+
+    Batches overlap: one executor serves the whole campaign, the next batch is set up while the
+    current one runs, and finished batches are harvested, archived and removed in the background.
+    """
     from legato import api
     from legato.campaign.options import CampaignOptions
     from legato.campaign.diskguard import parse_size
 
     execution = {"jobs": jobs, "throttle": throttle, "attempts": attempts, "cluster": _cluster(**cluster)}
     if resume_dir:
+        if only or start or until:
+            raise click.UsageError("--only/--from/--until are kept with the campaign; they cannot change on --resume")
         guard = {"min_free": parse_size(min_free)} if min_free else {}
         guard.update({"min_inodes": min_inodes} if min_inodes is not None else {})
         outcome = api.resume_batch(resume_dir, execution=execution, retry_failed=retry_failed, guard=guard,
@@ -222,9 +278,10 @@ def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, inde
             spec=spec, batch_size=batch_size, pgen=pgen, pargs=list(pargs), rows=rows, index=index, max_rows=max_rows,
             results=results_url, result_files=list(result_files), archive=archive, archive_format=archive_format,
             archive_mode=archive_mode, no_archive=no_archive, keep_workspace=keep_workspace, success=list(success),
-            keep_failed=keep_failed, on_failure=on_failure,
+            keep_failed=keep_failed, on_failure=on_failure, window=window,
             min_free=parse_size(min_free or "1G"),
             min_inodes=100_000 if min_inodes is None else min_inodes, layout=layout, fanout=fanout,
+            only=list(only), start=start, until=until,
         )
         outcome = api.batch(options, out=out, execution=execution, detach=detach, log=click.echo)
     _finish(outcome)

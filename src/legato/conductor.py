@@ -9,6 +9,7 @@ flush interval, by a thread of their own, so the conductor loop, not SQLite, set
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import threading
 import time
@@ -29,6 +30,8 @@ _CODES = {name: code for code, name in enumerate(STATE_NAMES)}
 _FLUSH_SECONDS = 0.5
 _FLUSH_CHANGES = 5000
 _FETCH = 1000
+FAILED_PARENTS = "failed_parents.txt"
+"""In a keep-going instance's folder: its parents' folders that did not finish."""
 
 
 @dataclass
@@ -42,6 +45,8 @@ class StepState:
     unfinished: int = 0
     failed: int = 0
     counts: list[int] = field(default_factory=lambda: [0] * len(STATE_NAMES))
+    selected: bool = True  # outside --only/--from/--until: does not run, and nothing waits for it
+    keep_going: bool = False  # runs once its parents ended, finished or not (the spec's legato.keep_going)
 
 
 @dataclass
@@ -54,10 +59,12 @@ class Outcome:
     failures: list[dict]
     cancelled: bool = False
     log: Path | None = None
+    unselected: int = 0  # pending instances of steps outside --only/--from/--until: not run, not a failure
 
     @property
     def ok(self) -> bool:
-        return all(self.counts.get(state, 0) == 0 for state in STATE_NAMES if state != "finished")
+        left = dict(self.counts, pending=self.counts.get("pending", 0) - self.unselected)
+        return all(left.get(state, 0) == 0 for state in STATE_NAMES if state != "finished")
 
     def summary(self) -> list[str]:
         if self.log:
@@ -70,7 +77,9 @@ class Outcome:
         more = self.counts.get("failed", 0) + self.counts.get("timedout", 0) - len(shown)
         if more > 0:
             lines.append(f"  ... and {more} more: legato status {self.root} --state failed --state timedout")
-        if self.counts.get("pending") or self.counts.get("cancelled"):
+        if self.unselected:
+            lines.append(f"  {self.unselected} instances of steps outside the selection did not run")
+        if self.counts.get("pending", 0) > self.unselected or self.counts.get("cancelled"):
             lines.append(f"continue with: legato run --resume {self.root}")
         return lines
 
@@ -87,6 +96,8 @@ class Conductor:
         throttle: int = 0,
         attempts: int = 1,
         on_progress: Callable[["Conductor"], None] | None = None,
+        selected: list[str] | None = None,
+        rerun: list[str] = (),
     ) -> None:
         self.root = Path(root)
         self._root = str(self.root)
@@ -97,20 +108,24 @@ class Conductor:
         self.on_progress = on_progress
         self.cancel_requested = False
         self._cancelling = False
-        self.total_slots = executor.free_slots
+        self.total_slots = getattr(executor, "slots", None) or executor.free_slots
         self.started_at = time.time()
         self._changes: dict[int, dict] = {}  # id -> columns, merged until the next flush
         self._last_flush = time.monotonic()
         self._ready: deque[int] = deque()
         self._fetched: dict[int, tuple[str, str, str | None]] = {}
         self._in_flight: dict[int, int] = {}  # id -> slots
-        self._load()
+        self._load(selected, list(rerun))
         self.done_before = self.done()  # a resumed run's rate counts only what it does itself
 
     # -- loading the graph --------------------------------------------------------------------
-    def _load(self) -> None:
+    def _load(self, selected: list[str] | None, rerun: list[str]) -> None:
         steps = self.store.steps()
+        keep_going = set(self.store.meta().get("keep_going") or ())
         self.steps = [StepState(s["name"], s["first_id"], s["instances"]) for s in steps]
+        for step in self.steps:
+            step.selected = selected is None or step.name in selected
+            step.keep_going = step.name in keep_going
         index = {s.name: i for i, s in enumerate(self.steps)}
         for i, s in enumerate(steps):
             for parent in s["funnel_parents"]:
@@ -135,6 +150,8 @@ class Conductor:
                     self.children.setdefault(parent, []).append(id_)
             if resources:
                 self._resources(id_, json.loads(resources))
+        self.parents_of = {id_: ids for id_, ids in parents_of.items() if self.steps[self.step_of[id_]].keep_going}
+        self._rerun([index[name] for name in rerun])
         self._reset_interrupted()
         self._count()
         self._seed(parents_of)
@@ -144,6 +161,24 @@ class Conductor:
         seconds = parse_walltime(resources.get("walltime"))
         if seconds:
             self.walltime[id_] = float(seconds)
+
+    def _rerun(self, steps: list[int]) -> None:
+        """``--rerun``: the steps' instances and every instance that depends on them run again from scratch."""
+        todo = [id_ for step in steps for id_ in self._instances_of(step)]
+        seen: set[int] = set()
+        while todo:
+            id_ = todo.pop()
+            if id_ in seen:
+                continue
+            seen.add(id_)
+            self.state[id_] = PENDING
+            self.attempts_done[id_] = 0
+            self._change(id_, state="pending", attempts=0, returncode=None, pid=None, jobid=None, started=None,
+                         ended=None, reason=None)
+            todo.extend(self.children.get(id_, ()))
+            if id_ == self.steps[self.step_of[id_]].first_id:  # once per step: its funnel children
+                for child_step in self.steps[self.step_of[id_]].funnel_children:
+                    todo.extend(self._instances_of(child_step))
 
     def _reset_interrupted(self) -> None:
         """Instances left running or cancelled by an earlier conductor run again; skips are re-derived."""
@@ -162,7 +197,11 @@ class Conductor:
                 step.failed += 1
 
     def _seed(self, parents_of: dict[int, list[int]]) -> None:
-        """Work out what each pending instance still waits for, skipping those that can never run."""
+        """Work out what each pending instance still waits for, skipping those that can never run.
+
+        Parents outside the selection are not waited for; a keep-going instance waits for its
+        parents to end, and a failed parent is no reason to skip it.
+        """
         funnel_parents: dict[int, list[int]] = {}
         for i, step in enumerate(self.steps):
             for child in step.funnel_children:
@@ -170,21 +209,27 @@ class Conductor:
         for id_ in range(1, len(self.state)):
             if self.state[id_] != PENDING:
                 continue
+            own = self.steps[self.step_of[id_]]
             cause = None
             for parent in parents_of.get(id_, ()):
+                if not self.steps[self.step_of[parent]].selected:
+                    continue
                 if self.state[parent] in (FAILED, TIMEDOUT, SKIPPED):
-                    cause = cause or self._failure(parent)
+                    if not own.keep_going:
+                        cause = cause or self._failure(parent)
                 elif self.state[parent] != FINISHED:
                     self.waiting[id_] += 1
             for parent_step in funnel_parents.get(self.step_of[id_], ()):
                 step = self.steps[parent_step]
-                if step.failed:
+                if not step.selected:
+                    continue
+                if step.failed and not own.keep_going:
                     cause = cause or f"an instance of {step.name} failed"
                 elif step.unfinished:
                     self.waiting[id_] += 1
             if cause:
                 self._skip(id_, cause)
-            elif self.waiting[id_] == 0:
+            elif self.waiting[id_] == 0 and own.selected:
                 self._ready.append(id_)
 
     # -- the loop -----------------------------------------------------------------------------
@@ -194,35 +239,48 @@ class Conductor:
         main = threading.current_thread() is threading.main_thread()
         signals = (signal.SIGTERM, signal.SIGINT) if main else ()
         previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
-        self._writer = ChangeWriter(self.store.path)
+        self.open()
         try:
-            while self._ready or self._in_flight:
+            while self.active:
                 if self.cancel_requested and not self._cancelling:
-                    self._cancel()
-                self._dispatch()
-                events = self.executor.poll(0.25 if self._in_flight else 0)
-                for event in events:
-                    self._handle(event)
-                self._maybe_flush()
+                    self.cancel()
+                self.dispatch()
+                for event in self.executor.poll(0.25 if self._in_flight else 0):
+                    self.handle(event)
+                self.maybe_flush()
                 if self.on_progress:
                     self.on_progress(self)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self._writer.write(self._take_changes())
-            self._writer.close()
+            self.close()
         return self.outcome()
+
+    # -- driven from outside: a campaign runs several conductors over one executor --------------
+    def open(self) -> None:
+        """Start the store writer; ``close()`` writes what is left and stops it."""
+        self._writer = ChangeWriter(self.store.path)
+
+    def close(self) -> None:
+        self._writer.write(self._take_changes())
+        self._writer.close()
+
+    @property
+    def active(self) -> bool:
+        """Something is ready to run or running: the conductor still needs the executor."""
+        return bool(self._ready or self._in_flight)
 
     def _on_signal(self, signum, frame) -> None:
         self.cancel_requested = True
 
-    def _cancel(self) -> None:
+    def cancel(self) -> None:
         """Stop dispatching; terminate what runs. Pending instances stay pending, for --resume."""
+        self.cancel_requested = True
         self._cancelling = True
         self._ready.clear()
-        self.executor.cancel()
+        self.executor.cancel(list(self._in_flight))
 
-    def _dispatch(self) -> None:
+    def dispatch(self) -> None:
         while self._ready:
             if self.throttle and len(self._in_flight) >= self.throttle:
                 return
@@ -234,10 +292,30 @@ class Conductor:
             if self.attempts_done[id_] and restart:
                 script = restart  # Maestro's restart command, used on a retry where given
             folder = f"{self._root}/{workspace}"  # plain strings: pathlib costs more than the rest of a dispatch
+            if self.steps[self.step_of[id_]].keep_going:
+                script = self._tell_failed_parents(id_, folder) + script
             step = self.steps[self.step_of[id_]].name
             self.executor.submit(Task(id_, script, folder, f"{folder}/{step}.out", f"{folder}/{step}.err",
                                       self.slots[id_], self.walltime.get(id_)))
             self._in_flight[id_] = self.slots[id_]
+
+    def _tell_failed_parents(self, id_: int, folder: str) -> str:
+        """A keep-going instance finds the folders of its parents that did not finish in the file
+        ``$LEGATO_FAILED_PARENTS`` (one per line; empty when all finished)."""
+        ids = [parent for parent in self.parents_of.get(id_, ()) if self.state[parent] != FINISHED]
+        for parent_step in range(len(self.steps)):
+            if self.step_of[id_] in self.steps[parent_step].funnel_children and self.steps[parent_step].failed:
+                ids += [i for i in self._instances_of(parent_step) if self.state[i] != FINISHED]
+        folders = []
+        for start in range(0, len(ids), _FETCH):
+            chunk = ids[start:start + _FETCH]
+            rows = dict(self.store.db.execute(
+                f"SELECT id, workspace FROM instances WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
+            folders += [f"{self._root}/{rows[i]}" for i in chunk]
+        path = f"{folder}/{FAILED_PARENTS}"
+        with open(path, "w") as listing:
+            listing.writelines(f"{line}\n" for line in folders)
+        return f"export LEGATO_FAILED_PARENTS={shlex.quote(path)}\n"
 
     def _script(self, id_: int) -> tuple[str, str, str | None]:
         """Read scripts from the store a chunk of ready instances at a time."""
@@ -250,7 +328,7 @@ class Conductor:
                 self._fetched[row[0]] = row[1:]
         return self._fetched.pop(id_)
 
-    def _handle(self, event: Started | Finished | Queued) -> None:
+    def handle(self, event: Started | Finished | Queued) -> None:
         if isinstance(event, Queued):
             self._change(event.key, jobid=event.jobid)
             return
@@ -299,8 +377,15 @@ class Conductor:
             self._one_less(child)
         step = self.steps[self.step_of[id_]]
         step.unfinished -= 1
-        if step.unfinished == 0 and not step.failed:
-            for child_step in step.funnel_children:
+        self._release_funnels(step)
+
+    def _release_funnels(self, step: StepState) -> None:
+        """Once every instance of a step ended, its funnel children may run: all of them if none
+        failed, else only keep-going ones (the others were skipped at the first failure)."""
+        if step.unfinished:
+            return
+        for child_step in step.funnel_children:
+            if not step.failed or self.steps[child_step].keep_going:
                 for child in self._instances_of(child_step):
                     self._one_less(child)
 
@@ -308,22 +393,29 @@ class Conductor:
         if self.state[child] != PENDING:
             return
         self.waiting[child] -= 1
-        if self.waiting[child] == 0:
+        if self.waiting[child] == 0 and self.steps[self.step_of[child]].selected:
             self._ready.append(child)
 
     def _fail(self, id_: int, cause: str) -> None:
         """A final failure skips every instance that depends on it, directly or through a funnel;
-        each skip gives the failure at the root as its reason: that is where the user must look."""
+        each skip gives the failure at the root as its reason: that is where the user must look.
+        Keep-going dependents are not skipped: for them the failed parent has simply ended."""
         step = self.steps[self.step_of[id_]]
         step.unfinished -= 1
         step.failed += 1
         doomed = list(self.children.get(id_, ()))
         if step.failed == 1:
             for child_step in step.funnel_children:
-                doomed.extend(self._instances_of(child_step))
+                if not self.steps[child_step].keep_going:
+                    doomed.extend(self._instances_of(child_step))
         for child in doomed:
-            if self.state[child] == PENDING:
+            if self.state[child] != PENDING:
+                continue
+            if self.steps[self.step_of[child]].keep_going:
+                self._one_less(child)
+            else:
                 self._skip(child, cause)
+        self._release_funnels(step)
 
     def _skip(self, id_: int, cause: str) -> None:
         self._move(id_, SKIPPED)
@@ -343,7 +435,7 @@ class Conductor:
     def _change(self, id_: int, **columns) -> None:
         self._changes.setdefault(id_, {"id": id_}).update(columns)
 
-    def _maybe_flush(self) -> None:
+    def maybe_flush(self) -> None:
         if len(self._changes) >= _FLUSH_CHANGES or time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
             self._writer.write(self._take_changes())
 
@@ -373,5 +465,10 @@ class Conductor:
                 "state": record["state"], "where": f"{record['step']}/{record['label'] or '-'}",
                 "stdout": folder / f"{record['step']}.out", "stderr": folder / f"{record['step']}.err",
             })
-        return Outcome(self.root, self.counts(), time.time() - self.started_at, failures, self.cancel_requested)
+        return Outcome(self.root, self.counts(), time.time() - self.started_at, failures, self.cancel_requested,
+                       unselected=self.unselected())
+
+    def unselected(self) -> int:
+        """Pending instances of steps outside the selection: left for a later run, not a failure."""
+        return sum(step.counts[PENDING] for step in self.steps if not step.selected)
 

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Callable
 
 from legato.errors import LegatoError
+from legato.execute.local import read_journal
 from legato.prepare import _scheduler_for
+from legato import selection
+from legato.selection import StepSelection
 from legato.store import Store
 
 LOCK_NAME = ".conductor.lock"
@@ -58,17 +61,19 @@ def execute(
     detach: bool = False,
     progress: bool = True,
     cluster: ClusterOptions = ClusterOptions(),
+    steps: StepSelection = StepSelection(),
 ):
     """Run (or resume) the study in ``root`` until nothing more can run; returns its ``Outcome``.
 
     Resuming is the same call: finished instances stay finished, instances an earlier
     conductor left running are killed if still alive and run again. With a scheduler in the
     spec's ``batch`` block, instances run as packed cluster jobs and ``throttle`` caps the
-    study's jobs queued or running at once.
+    study's jobs queued or running at once. ``steps`` limits the run to some steps
+    (``--only/--from/--until``) and names steps to run again (``--rerun``).
     """
     root = Path(root).absolute()
     if detach:
-        return _detach(root, jobs, throttle, attempts, cluster)
+        return _detach(root, jobs, throttle, attempts, cluster, steps)
     from filelock import FileLock, Timeout
 
     with Store.of_study(root) as store:
@@ -79,10 +84,12 @@ def execute(
             raise LegatoError(f"{root}: a conductor is already running this study (see legato status)") from None
         try:
             _hold(store)
+            selected, rerun = selection.for_study(store.meta(), steps) if steps or steps.rerun else (None, [])
             scheduler = None if cluster.local else _scheduler(store)
             tag = _claim(store, scheduler)
             with _executor(root, scheduler, jobs, throttle, tag, cluster) as executor:
-                outcome = _conduct(root, store, executor, 0 if scheduler else throttle, attempts, progress)
+                outcome = _conduct(root, store, executor, 0 if scheduler else throttle, attempts, progress,
+                                   selected=selected, rerun=rerun)
             (root / JOURNAL_NAME).unlink(missing_ok=True)  # every finish is in the store now
             store.set_meta(state="cancelled" if outcome.cancelled else ("finished" if outcome.ok else "failed"))
             _write_status_csv(root, store)
@@ -114,14 +121,17 @@ def _recover_finished(store: Store) -> None:
     had yet to learn of when it was killed; the store learns of those that succeeded here, then
     the journal starts afresh.
     """
-    from legato.execute.local import read_journal
-
     journal = store.path.parent / JOURNAL_NAME
-    done = [key for key, status in read_journal(str(journal)).items() if status == 0]
+    recover_finished(store, read_journal(str(journal)))
+    journal.unlink(missing_ok=True)
+
+
+def recover_finished(store: Store, ends: dict[int, int]) -> None:
+    """Mark finished the store's unfinished instances that ``ends`` (key -> exit status, from a journal) saw succeed."""
+    done = [key for key, status in ends.items() if status == 0]
     unrecorded = {id_ for (id_,) in store.db.execute("SELECT id FROM instances WHERE state IN ('running', 'pending')")}
     store.update_many([{"id": key, "state": "finished", "returncode": 0, "reason": "finished while no conductor watched"}
                        for key in done if key in unrecorded])
-    journal.unlink(missing_ok=True)
 
 
 def _scheduler(store: Store):
@@ -156,13 +166,14 @@ def _claim(store: Store, scheduler=None) -> str:
     return tag
 
 
-def _conduct(root: Path, store: Store, executor, throttle: int, attempts: int, progress: bool):
+def _conduct(root: Path, store: Store, executor, throttle: int, attempts: int, progress: bool, **subset):
     from legato.conductor import Conductor
     from legato.progress import reporter
 
     show = reporter() if progress else None
     try:
-        return Conductor(root, store, executor, throttle=throttle, attempts=attempts, on_progress=show).run()
+        return Conductor(root, store, executor, throttle=throttle, attempts=attempts, on_progress=show,
+                         **subset).run()
     finally:
         if show:
             show.close()
@@ -178,7 +189,8 @@ def _cancel_jobs(store: Store, scheduler) -> None:
         scheduler.cancel(jobids)
 
 
-def _detach(root: Path, jobs: int | None, throttle: int, attempts: int, cluster: ClusterOptions):
+def _detach(root: Path, jobs: int | None, throttle: int, attempts: int, cluster: ClusterOptions,
+            steps: StepSelection):
     """Start the conductor as a background process of this same Python, so PATH does not matter.
 
     Returns once that conductor holds the study, so that a ``legato cancel`` or ``legato status``
@@ -199,7 +211,8 @@ def _detach(root: Path, jobs: int | None, throttle: int, attempts: int, cluster:
         probe.release()
         log_path = root / LOG_NAME
         start, logged = time.time(), log_path.stat().st_size if log_path.exists() else 0
-        log = _background(["run", "--resume", str(root), *_execution_argv(jobs, throttle, attempts, cluster)], log_path)
+        log = _background(["run", "--resume", str(root), *_execution_argv(jobs, throttle, attempts, cluster),
+                           *steps.argv()], log_path)
         while store.meta().get("conductor_since", 0) < start:
             error = _logged_error(log, logged)
             if error or time.time() - start > DETACH_WAIT:

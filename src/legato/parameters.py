@@ -7,6 +7,7 @@ once into that table; nothing else of the generator is kept.
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +52,38 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def from_spec(spec: Spec) -> ParameterTable:
+def from_spec(spec: Spec, start: int = 0, nrows: int | None = None) -> ParameterTable:
+    """The spec's parameter combinations ``[start, start + nrows)``.
+
+    ``global.parameters`` are zipped, as in Maestro; ``legato.product`` parameters are combined
+    with every one of those rows and with each other, the last one varying fastest (as
+    ``itertools.product``). A slice is computed from its index alone, so a campaign pages
+    through a product of 10^8 combinations without making it.
+    """
+    stop = spec_rows(spec) if nrows is None else min(spec_rows(spec), start + nrows)
     table = ParameterTable()
-    for decl in spec.parameters:
-        table.add(decl.name, decl.values, decl.label)
+    if not spec.product:  # Maestro's zipped lists: a plain slice
+        for decl in spec.parameters:
+            table.add(decl.name, decl.values[start:stop], decl.label)
+        return table
+    axes = ([list(zip(*(decl.values for decl in spec.parameters)))] if spec.parameters else [])
+    axes += [[(value,) for value in decl.values] for decl in spec.product]
+    decls = [list(spec.parameters)] * bool(spec.parameters) + [[decl] for decl in spec.product]
+    picks: list[list[tuple]] = [[] for _ in axes]
+    for index in range(start, stop):
+        for position in range(len(axes) - 1, -1, -1):
+            index, digit = divmod(index, len(axes[position]))
+            picks[position].append(axes[position][digit])
+    for position, group in enumerate(decls):
+        for column, decl in enumerate(group):
+            table.add(decl.name, [row[column] for row in picks[position]], decl.label)
     return table
+
+
+def spec_rows(spec: Spec) -> int:
+    """How many combinations ``from_spec`` has in all."""
+    lengths = ([len(spec.parameters[0].values)] if spec.parameters else []) + [len(d.values) for d in spec.product]
+    return math.prod(lengths) if lengths else 0
 
 
 def parse_pargs(pargs: Iterable[str]) -> dict[str, str]:
@@ -69,11 +97,15 @@ def parse_pargs(pargs: Iterable[str]) -> dict[str, str]:
     return parsed
 
 
-def from_pgen(path: str | Path, env: Mapping[str, str], pargs: Mapping[str, str]) -> ParameterTable:
+def from_pgen(
+    path: str | Path, env: Mapping[str, str], pargs: Mapping[str, str], typed: Mapping[str, Any] | None = None
+) -> ParameterTable:
     """Run a pgen file's ``get_custom_generator(env, **pargs)`` and read its generator into a table.
 
     ``env`` holds the spec's variables as the pgen sees them (OUTPUT_PATH and SPECROOT included);
-    they are also passed as keyword arguments, as Maestro does, under the user's pargs.
+    they are also passed as keyword arguments, as Maestro does, under the user's pargs. ``typed``
+    holds the variables' YAML values: ``env.find(NAME).value`` returns those, as in Maestro, so
+    that a pgen seeding a random generator with ``SEED: 1777`` gets the number, not the text.
     """
     path = Path(path)
     if not path.is_file():
@@ -85,7 +117,7 @@ def from_pgen(path: str | Path, env: Mapping[str, str], pargs: Mapping[str, str]
     kwargs = {"OUTPUT_PATH": env.get("OUTPUT_PATH", ""), "SPECROOT": pgen_compat.Variable("SPECROOT", env.get("SPECROOT", ""))}
     kwargs.update(pargs)
     try:
-        generator = function(pgen_compat.StudyEnvironment(dict(env)), **kwargs)
+        generator = function(pgen_compat.StudyEnvironment(dict(env), typed), **kwargs)
     except Exception as exc:  # the user's code: any failure is reported, not traced
         raise LegatoError(f"{path.name}: get_custom_generator raised {exc.__class__.__name__}: {_one_line(exc)}") from None
     return _table_from_generator(path, generator)
@@ -127,8 +159,6 @@ def _table_from_generator(path: Path, generator: Any) -> ParameterTable:
     names = getattr(generator, "names", {}) or {}
     for name, values in parameters.items():
         label = labels.get(name)
-        if isinstance(label, str) and "%%" not in label:
-            raise LegatoError(f"{path.name}: parameter {name}: label {label!r} has no '%%'")
         if isinstance(label, (list, tuple)) and len(label) != lengths[name]:
             raise LegatoError(f"{path.name}: parameter {name}: {len(label)} labels for {lengths[name]} values")
         table.add(name, values, label, names.get(name))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import types
 from collections import OrderedDict
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 MODULE_PATHS = (
     "maestrowf",
@@ -101,25 +101,33 @@ class ParameterGenerator:
 
 
 class Variable(str):
-    """An env entry as pgens see it: a string that also has Maestro's ``.name`` and ``.value``."""
+    """An env entry as pgens see it: a string that also has Maestro's ``.name`` and ``.value``.
+
+    ``.value`` is the YAML value when that was not text (an int, a float, a list), as in Maestro.
+    """
 
     name: str
+    _typed: Any
 
-    def __new__(cls, name: str, value: str) -> "Variable":
+    def __new__(cls, name: str, value: str, typed: Any = None) -> "Variable":
         obj = super().__new__(cls, value)
         obj.name = name
+        obj._typed = typed
         return obj
 
     @property
-    def value(self) -> str:
-        return str.__str__(self)
+    def value(self) -> Any:
+        if self._typed is None or isinstance(self._typed, str):
+            return str.__str__(self)
+        return self._typed
 
 
 class StudyEnvironment:
     """The ``env`` argument of ``get_custom_generator``: the spec's variables, labels and dependencies."""
 
-    def __init__(self, entries: dict[str, str]) -> None:
-        self._entries = {name: Variable(name, value) for name, value in entries.items()}
+    def __init__(self, entries: dict[str, str], typed: Mapping[str, Any] | None = None) -> None:
+        typed = typed or {}
+        self._entries = {name: Variable(name, value, typed.get(name)) for name, value in entries.items()}
 
     def find(self, key: str) -> Variable | None:
         return self._entries.get(key)

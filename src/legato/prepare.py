@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from legato import parameters
+from legato import dependencies, parameters
 from legato.errors import LegatoError
-from legato.spec import load_spec
+from legato.selection import StepSelection
+from legato.spec import Spec, load_spec
 from legato.store import Store
 from legato.study import StudyPlan, study_env
 from legato.workspace import DEFAULT_FANOUT, MANIFEST, study_folder
@@ -29,13 +30,28 @@ class PreparedStudy:
     name: str
     steps: tuple[tuple[str, int], ...]  # (step, instances) in run order
     parameters: int  # combinations in the parameter table
+    warnings: tuple[str, ...] = ()  # what runs, but not as a reader of the spec may expect (shared labels)
 
     @property
     def total(self) -> int:
         return sum(count for _, count in self.steps)
 
 
-def prepare(
+@dataclass
+class Planned:
+    """A spec accepted and expanded, with where its study folder would go; nothing is on disk yet."""
+
+    spec: Spec
+    root: Path
+    env: dict[str, str]
+    table: parameters.ParameterTable
+    plan: StudyPlan
+    pgen: str | os.PathLike | None
+    layout: str
+    fanout: int
+
+
+def plan_study(
     spec_path: str | os.PathLike,
     *,
     pgen: str | os.PathLike | None = None,
@@ -43,37 +59,65 @@ def prepare(
     out: str | os.PathLike | None = None,
     layout: str = "tree",
     fanout: int = DEFAULT_FANOUT,
-    replace: bool = False,
-    write_scripts: bool = False,
     launcher=None,
     table: parameters.ParameterTable | None = None,
+) -> Planned:
+    """The half of preparing a study that decides whether the spec is acceptable, writing nothing:
+    schema and step checks, dependency paths, the pgen, expansion (tokens, depends, resources).
+    ``legato validate`` is this plus rendering every instance."""
+    spec = load_spec(spec_path)
+    parsed = parameters.parse_pargs(pargs)
+    if parsed and not pgen:
+        raise LegatoError("--pargs needs --pgen (the pargs are arguments of the pgen)")
+    root = study_folder(spec.variables.get("OUTPUT_PATH"), spec.name, str(out) if out else None)
+    env = study_env(spec, root)
+    dependencies.check_paths(spec, env)
+    if table is None:
+        table = parameters.from_pgen(pgen, env, parsed, spec.raw_variables) if pgen else parameters.from_spec(spec)
+    plan = StudyPlan(spec, table, root, layout=layout, fanout=fanout, launcher=launcher or _launcher(spec.batch))
+    return Planned(spec, root, env, table, plan, pgen, layout, fanout)
+
+
+def prepare(
+    spec_path: str | os.PathLike,
+    *,
+    replace: bool = False,
+    write_scripts: bool = False,
+    steps: StepSelection = StepSelection(),
+    **planning,
 ) -> PreparedStudy:
     """Expand a spec into a study folder: workspace folders, manifests and the store.
 
-    ``replace`` removes an existing ``out`` folder first (Maestro's ``-y``); without it an
-    existing non-empty ``out`` is an error so that no earlier results are lost. ``table``
-    replaces the spec's parameters (a campaign's batch of rows).
+    ``planning`` holds ``plan_study``'s keywords: ``pgen``, ``pargs``, ``out``, ``layout``,
+    ``fanout``, ``launcher``, ``table``. ``replace`` removes an existing ``out`` folder first
+    (Maestro's ``-y``); without it an existing non-empty ``out`` is an error so that no earlier
+    results are lost. ``table`` replaces the spec's parameters (a campaign's batch of rows).
+    ``steps``, the selection the study will be run with, is checked before any folder is made.
+    A spec rejected while its instances are written (a bad launcher) leaves no folder behind.
     """
-    spec = load_spec(spec_path)
-    pargs = parameters.parse_pargs(pargs)
-    if pargs and not pgen:
-        raise LegatoError("--pargs needs --pgen (the pargs are arguments of the pgen)")
-    root = study_folder(spec.variables.get("OUTPUT_PATH"), spec.name, str(out) if out else None)
-    if table is None:
-        table = parameters.from_pgen(pgen, study_env(spec, root), pargs) if pgen else parameters.from_spec(spec)
-    plan = StudyPlan(spec, table, root, layout=layout, fanout=fanout, launcher=launcher or _launcher(spec.batch))
-    _make_root(root, replace, [spec.path, Path(pgen).absolute() if pgen else None, Path.cwd()])
-    shutil.copy2(spec.path, root / spec.path.name)
-    if pgen:
-        shutil.copy2(pgen, root / Path(pgen).name)
-    with Store.of_study(root, create=True) as store:
-        store.set_meta(
-            name=spec.name, spec=str(root / spec.path.name), layout=layout, fanout=fanout,
-            parameters=table.length, batch=spec.batch, state="preparing",
-        )
-        _write_plan(plan, store, write_scripts)
-        store.set_meta(state="prepared")
-    return PreparedStudy(root, spec.name, tuple((step.name, step.count) for step in plan.steps), table.length)
+    planned = plan_study(spec_path, **planning)
+    spec, root, table, plan, pgen = planned.spec, planned.root, planned.table, planned.plan, planned.pgen
+    step_parents = {step.name: [dep.step for dep in step.parents] for step in plan.steps}
+    steps.resolve(step_parents)
+    existed = _make_root(root, replace, [spec.path, Path(pgen).absolute() if pgen else None, Path.cwd()])
+    try:
+        dependencies.acquire_git(spec, planned.env)
+        shutil.copy2(spec.path, root / spec.path.name)
+        if pgen:
+            shutil.copy2(pgen, root / Path(pgen).name)
+        with Store.of_study(root, create=True) as store:
+            store.set_meta(
+                name=spec.name, spec=str(root / spec.path.name), layout=planned.layout, fanout=planned.fanout,
+                parameters=table.length, batch=spec.batch, state="preparing", keep_going=list(spec.keep_going),
+                step_parents=step_parents,
+            )
+            _write_plan(plan, store, write_scripts)
+            store.set_meta(state="prepared")
+    except BaseException:
+        _unmake_root(root, existed)
+        raise
+    return PreparedStudy(root, spec.name, tuple((step.name, step.count) for step in plan.steps), table.length,
+                         tuple(plan.warnings))
 
 
 def _launcher(batch: dict):
@@ -90,8 +134,12 @@ def _scheduler_for(batch: dict):
     return scheduler_for(batch)
 
 
-def _make_root(root: Path, replace: bool, keep: list[Path | None]) -> None:
-    """Create the study folder; ``replace`` removes an earlier legato study there, never anything else."""
+def _make_root(root: Path, replace: bool, keep: list[Path | None]) -> bool:
+    """Create the study folder; ``replace`` removes an earlier legato study there, never anything else.
+
+    Returns whether the folder existed (empty) before, so that a failure can put it back that way.
+    """
+    existed = root.is_dir()
     if root.exists() and any(root.iterdir()):
         if not replace:
             raise LegatoError(f"{root}: the study folder exists and is not empty (use -y to replace it)")
@@ -105,6 +153,13 @@ def _make_root(root: Path, replace: bool, keep: list[Path | None]) -> None:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LegatoError(f"{root}: cannot create the study folder: {exc.strerror}") from None
+    return existed
+
+
+def _unmake_root(root: Path, existed: bool) -> None:
+    shutil.rmtree(root, ignore_errors=True)
+    if existed:
+        root.mkdir(exist_ok=True)
 
 
 def _write_plan(plan: StudyPlan, store: Store, write_scripts: bool) -> None:

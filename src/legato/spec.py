@@ -43,11 +43,11 @@ class Step:
 
 @dataclass(frozen=True)
 class ParameterDecl:
-    """A ``global.parameters`` entry; ``label`` is a ``%%`` template or one label per value."""
+    """A ``global.parameters`` entry; ``label`` is a template whose ``%%`` each value replaces."""
 
     name: str
     values: list[Any]
-    label: str | list[str]
+    label: str
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,12 @@ class Spec:
     steps: tuple[Step, ...]
     parameters: tuple[ParameterDecl, ...]
     results: dict[str, tuple[ResultFile, ...]] = field(default_factory=dict)
+    raw_variables: dict[str, Any] = field(default_factory=dict)
+    """``env.variables`` as YAML typed them (a pgen's ``env.find(NAME).value`` is 1777, not "1777")."""
+    keep_going: tuple[str, ...] = ()
+    """Steps that run once their parents ended even if some failed (``legato.keep_going``)."""
+    product: tuple[ParameterDecl, ...] = ()
+    """``legato.product``: parameters combined with every row of the others (a Cartesian product)."""
 
     def step(self, name: str) -> Step:
         for step in self.steps:
@@ -207,6 +213,12 @@ def _build(path: Path, data: dict[str, Any]) -> Spec:
         steps=tuple(_step(raw) for raw in data["study"]),
         parameters=tuple(ParameterDecl(name, decl["values"], decl["label"]) for name, decl in params.items()),
         results=_results((data.get("legato") or {}).get("results") or {}),
+        raw_variables=dict(env.get("variables") or {}),
+        keep_going=tuple((data.get("legato") or {}).get("keep_going") or ()),
+        product=tuple(
+            ParameterDecl(name, decl["values"], decl["label"])
+            for name, decl in ((data.get("legato") or {}).get("product") or {}).items()
+        ),
     )
 
 
@@ -242,6 +254,9 @@ def _check_steps(spec: Spec) -> None:
     for step in spec.results:
         if step not in names:
             raise LegatoError(f"{spec.path.name}: legato.results: unknown step {step!r}")
+    for index, step in enumerate(spec.keep_going):
+        if step not in names:
+            raise LegatoError(f"{spec.path.name}: legato.keep_going[{index}]: unknown step {step!r}")
     cycle = find_cycle({step.name: [dep.step for dep in step.depends] for step in spec.steps})
     if cycle:
         raise LegatoError(f"{spec.path.name}: study: cyclic depends: {' -> '.join(cycle)}")
@@ -275,12 +290,9 @@ def _check_parameters(spec: Spec) -> None:
     if len(set(lengths.values())) > 1:
         detail = ", ".join(f"{name} has {count}" for name, count in lengths.items())
         raise LegatoError(f"{spec.path.name}: global.parameters: all parameters need the same number of values ({detail})")
-    for decl in spec.parameters:
-        where = f"{spec.path.name}: global.parameters.{decl.name}.label"
-        if isinstance(decl.label, str) and "%%" not in decl.label:
-            raise LegatoError(f"{where}: {decl.label!r} has no '%%' (where each value goes)")
-        if isinstance(decl.label, list) and len(decl.label) != len(decl.values):
-            raise LegatoError(f"{where}: {len(decl.label)} labels for {len(decl.values)} values")
+    for decl in spec.product:
+        if decl.name in lengths:
+            raise LegatoError(f"{spec.path.name}: legato.product.{decl.name}: already in global.parameters")
 
 
 def _check_env(spec: Spec) -> None:

@@ -145,6 +145,11 @@ def _stamp(seconds: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) if seconds else "--"
 
 
+_STAGE = {"planned": "setting up", "prepared": "prepared", "running": "running", "ran": "harvesting",
+          "harvested": "archiving", "archived": "cleaning"}
+"""What a batch not yet done is going through, from the last stage its ledger entry committed."""
+
+
 def campaign_summary(folder: Path) -> dict:
     """Batches done/total, rows finished/failed, bytes archived, rate and ETA of a campaign.
 
@@ -161,6 +166,8 @@ def campaign_summary(folder: Path) -> dict:
         retries, planned, first, last = ledger.db.execute(
             "SELECT sum(phase = 'cleaned' AND retry_of IS NOT NULL), sum(CASE WHEN retry_of IS NULL THEN nrows END), "
             "min(started), max(ended) FROM batches").fetchone()
+        in_flight = [{"batch": number, "stage": _STAGE[phase], "rows": nrows} for number, phase, nrows in ledger.db.execute(
+            "SELECT number, phase, nrows FROM batches WHERE phase != 'cleaned' ORDER BY number")]
         total_rows = ledger.get("total_rows") or options.max_rows
         if ledger.get("exhausted", False):
             total_rows = planned or 0  # every row has a batch: the total is known
@@ -176,7 +183,7 @@ def campaign_summary(folder: Path) -> dict:
         "campaign": folder.name, "state": state, "reason": reason, "batches_done": batches,
         "batches_total": total_batches, "retry_batches": retries or 0, "rows_done": rows, "rows_total": total_rows,
         "finished": rows - failed, "failed": failed, "bytes_archived": archived, "rows_per_second": rate,
-        "eta_seconds": eta,
+        "eta_seconds": eta, "in_flight": in_flight,
     }
 
 
@@ -212,6 +219,8 @@ def _campaign(folder: Path, as_json: bool, stream: TextIO) -> None:
         f"  archived {human_size(info['bytes_archived'])}\n"
         f"  {rate}, {eta}\n"
     )
+    if info["in_flight"]:
+        stream.write("  in flight " + ", ".join(f"batch {b['batch']} {b['stage']}" for b in info["in_flight"]) + "\n")
 
 
 def _campaign_list(folder: Path, states: list[str], steps: list[str], as_json: bool, limit: int | None,

@@ -21,11 +21,13 @@ from typing import Any, Callable, Iterator, Mapping
 from legato.errors import LegatoError
 from legato.parameters import ParameterTable
 from legato.spec import Dependency, Spec, Step, find_cycle
-from legato.workspace import DEFAULT_FANOUT, StepLayout
+from legato.workspace import DEFAULT_FANOUT, StepLayout, is_safe
 
 WORKSPACE_TOKEN = re.compile(r"\$\(([^$()\s]+)\.workspace\)")
 COUNT_KEYS = ("nodes", "procs", "gpus", "cores per task")
-RESOURCE_KEYS = (*COUNT_KEYS, "walltime", "exclusive")
+LAUNCHER_KEYS = ("tasks per rs", "rs per node", "cpus per rs", "bind", "bind gpus")
+"""Run keys only a launcher reads (LSF's jsrun resource sets)."""
+RESOURCE_KEYS = (*COUNT_KEYS, "walltime", "exclusive", *LAUNCHER_KEYS)
 Launcher = Callable[[str, Mapping[str, Any]], str]
 """Expands ``$(LAUNCHER)`` and ``$(LAUNCHER)[Nn, Mp]`` in a command, given the instance's resources."""
 _LAUNCHER = re.compile(r"\$\(LAUNCHER\)(?:\[[^\]]*\])?")
@@ -62,6 +64,7 @@ class StepPlan:
     parents: tuple[Dependency, ...]
     rows: list[int] = field(default_factory=list)  # representative combination of each instance
     keys: dict[tuple[str, ...], int] = field(default_factory=dict)  # parameter key -> local index
+    columns: list[list[str]] = field(default_factory=list)  # per used parameter, what its key holds per row
     first_id: int = 1
     layout: StepLayout | None = None
 
@@ -162,6 +165,7 @@ class StudyPlan:
         self.root = Path(root)
         self.env = study_env(spec, self.root)
         self.launcher = launcher or no_launcher
+        self.warnings: list[str] = []
         self.steps = self._order([self._plan_step(step) for step in spec.steps])
         self._expand_params()
         for plan in self.steps:
@@ -217,20 +221,58 @@ class StudyPlan:
             plan.params = tuple(sorted(params))
 
     def _enumerate(self, layout: str, fanout: int) -> None:
+        """Give each step one instance per distinct label, as Maestro does.
+
+        Maestro keys a step's instances by their label: combinations whose labels are equal run
+        once, even when their values differ (a label without ``%%``). The last such combination
+        is the one Maestro keeps, so it is the representative here too; a warning says so.
+        """
         next_id = 1
         for plan in self.steps:
             plan.first_id = next_id
             if not plan.params:
                 plan.rows = [0]
             else:
-                columns = [self.table.values[name] for name in plan.params]
+                plan.columns = [self._key_column(name) for name in plan.params]
+                values = [self.table.values[name] for name in plan.params]
+                collided = 0
                 for row in range(self.table.length):
-                    key = tuple(column[row] for column in columns)
-                    if key not in plan.keys:
+                    key = tuple(column[row] for column in plan.columns)
+                    local = plan.keys.get(key)
+                    if local is None:
                         plan.keys[key] = len(plan.rows)
                         plan.rows.append(row)
-            plan.layout = StepLayout(plan.name, plan.count, layout, fanout)
+                    elif any(column[row] != column[plan.rows[local]] for column in values):
+                        plan.rows[local] = row
+                        collided += 1
+                if collided:
+                    self.warnings.append(
+                        f"{self.spec.path.name}: step {plan.name!r}: {collided} parameter combination"
+                        f"{'s share a label' if collided > 1 else ' shares a label'} with another of other values; "
+                        "as in Maestro each label runs once, with the last of its combinations"
+                    )
+            flat_names = layout == "flat" and plan.params and not self._safe_labels(plan.params)
+            labels = [self.label(plan, row) for row in plan.rows] if flat_names else None
+            plan.layout = StepLayout(plan.name, plan.count, layout, fanout, labels)
             next_id += plan.count
+
+    def _safe_labels(self, names: tuple[str, ...]) -> bool:
+        """Whether every label of these parameters is a folder name as it is (no need to look at each instance's)."""
+        texts = []
+        for name in names:
+            label = self.table.labels[name]
+            if isinstance(label, str) and "%%" in label:
+                texts += [label.replace("%%", ""), *set(self.table.values[name])]
+            else:
+                texts += set(self._key_column(name))
+        return is_safe(".".join(texts))
+
+    def _key_column(self, name: str) -> list[str]:
+        """What tells a parameter's instances apart: its values while its label template shows them, else its labels."""
+        label = self.table.labels[name]
+        if isinstance(label, str) and "%%" in label:
+            return self.table.values[name]
+        return [self.table.label(name, row) for row in range(self.table.length)]
 
     def _check_resources(self, plan: StepPlan) -> None:
         """Counts and flags given as a token must fit every value: found now, before any folder exists."""
@@ -258,7 +300,7 @@ class StudyPlan:
     def _local_index(self, plan: StepPlan, row: int) -> int:
         if not plan.params:
             return 0
-        return plan.keys[tuple(self.table.values[name][row] for name in plan.params)]
+        return plan.keys[tuple(column[row] for column in plan.columns)]
 
     def instances(self) -> Iterator[Instance]:
         """Every instance, parents before children, rendered one at a time."""
@@ -303,12 +345,19 @@ class _Renderer:
             for key, value in self.resources.items()
         }
         workspaces = _WorkspaceTokens(self, row)
-        script = study.launcher(self.cmd.render(tokens, workspaces), resources)
-        restart = study.launcher(self.restart.render(tokens, workspaces), resources) if self.restart else None
+        script = self._launch("cmd", self.cmd.render(tokens, workspaces), resources)
+        restart = self._launch("restart", self.restart.render(tokens, workspaces), resources) if self.restart else None
         parents = tuple(parent.first_id + study._local_index(parent, row) for parent in self.parents)
         return Instance(
             step.first_id + local, step.name, label, row, workspace, params, script, restart, parents, resources
         )
+
+    def _launch(self, key: str, text: str, resources: dict[str, Any]) -> str:
+        """Expand ``$(LAUNCHER)``; a bad form or an over-budget override names the spec file and the step."""
+        try:
+            return self.study.launcher(text, resources)
+        except LegatoError as exc:
+            raise LegatoError(f"{self.study.spec.path.name}: step {self.step.name!r}: run.{key}: {exc}") from None
 
 
 class _Template:
@@ -367,7 +416,7 @@ def _resource(key: str, value: Any, step: str) -> Any:
     """Resource keys may hold a parameter token; after substitution counts must be integers."""
     if key == "exclusive":
         return _flag(value, step)
-    if key == "walltime" or isinstance(value, (int, bool)):
+    if key not in COUNT_KEYS or isinstance(value, (int, bool)):
         return value
     try:
         return int(value)

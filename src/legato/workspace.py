@@ -22,6 +22,7 @@ MANIFEST = "instances.txt"
 """Per step, one instance workspace (absolute path) per line, in instance order."""
 
 _UNSAFE = re.compile(r"[^-_.()A-Za-z0-9]")
+_MAESTRO_UNSAFE = re.compile(r"[^-_.() A-Za-z0-9]")
 _MAX_NAME = 200
 
 
@@ -32,10 +33,24 @@ def safe_label(label: str) -> str:
     name get a short hash of the raw label appended, so two different labels never share a folder.
     """
     cleaned = _UNSAFE.sub("_", label.replace(" ", "_"))
-    if cleaned == label and label not in ("", ".", "..", MANIFEST) and len(label.encode()) <= _MAX_NAME:
+    if cleaned == label and _usable(label):
         return label
     digest = hashlib.sha1(label.encode("utf-8", "surrogatepass")).hexdigest()[:10]
     return f"{cleaned.strip('.')[: _MAX_NAME - 11]}-{digest}"
+
+
+def maestro_label(label: str) -> str:
+    """Maestro's folder name for a label (its make_safe_path): unsafe characters dropped, spaces as ``_``."""
+    return _MAESTRO_UNSAFE.sub("", label).replace(" ", "_")
+
+
+def is_safe(text: str) -> bool:
+    """Nothing in ``text`` that Maestro's or legato's folder names would change."""
+    return not _UNSAFE.search(text)
+
+
+def _usable(name: str) -> bool:
+    return name not in ("", ".", "..", MANIFEST) and len(name.encode()) <= _MAX_NAME
 
 
 def study_folder(output_path: str | None, name: str, out: str | None = None) -> Path:
@@ -53,9 +68,16 @@ def study_folder(output_path: str | None, name: str, out: str | None = None) -> 
 
 
 class StepLayout:
-    """Relative instance paths of one step, given how many instances it has."""
+    """Relative instance paths of one step, given how many instances it has.
 
-    def __init__(self, step: str, count: int, layout: str = "tree", fanout: int = DEFAULT_FANOUT) -> None:
+    The ``flat`` layout names folders as Maestro does (``TEST.{}`` -> ``TEST.``) except for
+    the ``hashed`` labels: those whose Maestro name another label of the step already has, or
+    that Maestro would turn into no usable name. They get ``safe_label``'s hashed name instead,
+    so that two instances never share a folder.
+    """
+
+    def __init__(self, step: str, count: int, layout: str = "tree", fanout: int = DEFAULT_FANOUT,
+                 labels: list[str] | None = None) -> None:
         if layout not in LAYOUTS:
             raise LegatoError(f"--layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
         if fanout < 2:
@@ -63,10 +85,12 @@ class StepLayout:
         self.step = safe_label(step)
         self.fanout = fanout
         self.levels = 0
+        self.flat = layout == "flat"
         if layout == "tree":
             while fanout ** (self.levels + 1) < count:
                 self.levels += 1
         self._width = len(str(fanout - 1))
+        self.hashed = _clashing(labels or []) if self.flat else set()
 
     def path(self, index: int, label: str) -> str:
         """``step/label`` or ``step/0003/label``; a step without parameters lives in ``step`` itself."""
@@ -75,4 +99,27 @@ class StepLayout:
         buckets = [
             f"{(index // self.fanout ** level) % self.fanout:0{self._width}d}" for level in range(self.levels, 0, -1)
         ]
-        return "/".join([self.step, *buckets, safe_label(label)])
+        return "/".join([self.step, *buckets, self.name(label)])
+
+    def name(self, label: str) -> str:
+        if self.flat and label not in self.hashed:
+            name = maestro_label(label)
+            if _usable(name):
+                return name
+        return safe_label(label)
+
+
+def _clashing(labels: list[str]) -> set[str]:
+    """Labels Maestro would change whose Maestro name is unusable or already another label's."""
+    changed = [label for label in labels if maestro_label(label) != label]
+    if not changed:
+        return set()
+    taken = {label for label in labels if _usable(label)} - set(changed)
+    hashed = set()
+    for label in changed:
+        name = maestro_label(label)
+        if name in taken or not _usable(name):
+            hashed.add(label)
+        else:
+            taken.add(name)
+    return hashed

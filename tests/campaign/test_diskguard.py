@@ -31,7 +31,7 @@ def test_enough_room_passes_and_missing_folders_use_their_parent(tmp_path):
 def test_too_little_space_or_inodes_names_the_file_system(tmp_path):
     with pytest.raises(LegatoError, match=rf"not enough room on {tmp_path}: .* free, --min-free is 1024.0 TiB"):
         check_room([str(tmp_path / "batch-7")], 1024**5, 0)
-    with pytest.raises(LegatoError, match=rf"not enough inodes on {tmp_path}: \d+ free, --min-free-inodes is 10\d+"):
+    with pytest.raises(LegatoError, match=rf"not enough inodes on {tmp_path}: \d+ free, --min-inodes is 10\d+"):
         check_room([str(tmp_path)], 0, 10**15)
 
 
@@ -43,7 +43,7 @@ def test_file_systems_without_inode_counts_skip_that_check(tmp_path, monkeypatch
     monkeypatch.setattr(diskguard.os, "statvfs", lambda path: fake_statvfs(files=0, favail=0))
     check_room([str(tmp_path)], 4096 * 10**6, 10**9)
     monkeypatch.setattr(diskguard.os, "statvfs", lambda path: fake_statvfs(files=100, favail=5))
-    with pytest.raises(LegatoError, match="5 free, --min-free-inodes is 6"):
+    with pytest.raises(LegatoError, match="5 free, --min-inodes is 6"):
         check_room([str(tmp_path)], 0, 6)
     with pytest.raises(LegatoError, match="3.8 GiB free, --min-free is 5.0 GiB"):
         check_room([str(tmp_path)], parse_size("5G"), 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import sqlite3
@@ -216,9 +217,10 @@ def test_rows_sharing_an_instance_each_get_a_result_row_and_a_retry(sample_dir):
 
 
 def test_on_failure_stop_then_resume(sample_dir):
+    """With a window of one batch nothing overlaps: the campaign stops right after the batch that failed."""
     spec = copy_spec(sample_dir, "flaky.yaml")
     (sample_dir / "fail.flag").touch()
-    outcome, _ = run_batch(sample_dir / "camp", spec=spec, on_failure="stop")
+    outcome, _ = run_batch(sample_dir / "camp", spec=spec, on_failure="stop", window=1)
     assert outcome.stopped == "batch 2 has failed rows (--on-failure stop)" and outcome.batches == 2
     summary = campaign_summary(sample_dir / "camp")
     assert (summary["state"], summary["batches_done"], summary["rows_done"]) == ("stopped", 2, 6)
@@ -287,7 +289,9 @@ def test_a_campaign_killed_before_its_options_were_saved(tmp_path):
 
 # -- kill -9 at every phase ------------------------------------------------------------------------
 SAMPLE_ARGS = ["batch", SPEC, "-b", "3", "--rows", "params.csv", "--index", "param_combo", "--result", RESULT[0],
-               "--max-rows", "9", "--min-free", "1M", "--min-inodes", "0", "-j", "2", "-o", "camp"]
+               "--max-rows", "9", "--min-free", "1M", "--min-inodes", "0", "-j", "2", "-o", "camp", "-w", "1"]
+"""A window of one batch: each kill at a named point then finds the earlier batches done and the later ones not
+begun. Kills of overlapping batches are in test_kill_at_random_moments_of_overlapping_batches."""
 
 
 def crash(sample_dir: Path, point: str, nth: int, args: list[str] = SAMPLE_ARGS) -> None:
@@ -386,10 +390,11 @@ def test_kill_while_a_slow_step_runs_then_resume(sample_dir, moment):
     assert (live["state"], live["batches_done"], live["batches_total"], live["rows_done"], live["rows_total"]) == (
         "running", 1, 3, 3, 9)
     assert live["rows_per_second"] > 0 and live["eta_seconds"] == pytest.approx(6 / live["rows_per_second"])
+    assert live["in_flight"] == [{"batch": 2, "stage": "running", "rows": 3}]
     assert campaign_summary(sample_dir / "camp")["state"] == "interrupted"
     orphan = int(marker.read_text())
     assert marker.name == "running.0.30.95"  # row 3, in batch 2: PARAM1 is 0
-    assert [batch["phase"] for batch in ledger_batches(sample_dir / "camp")] == ["cleaned", "planned"]
+    assert [batch["phase"] for batch in ledger_batches(sample_dir / "camp")] == ["cleaned", "running"]
     (sample_dir / "slow.flag").unlink()
     try:
         resume_and_check(sample_dir)
@@ -397,6 +402,49 @@ def test_kill_while_a_slow_step_runs_then_resume(sample_dir, moment):
     finally:
         if alive(orphan):  # do not leave it sleeping after the test
             os.kill(orphan, signal.SIGKILL)
+
+
+def test_kill_at_random_moments_of_overlapping_batches(sample_dir):
+    """30 kill -9 of the driver's whole process group at random moments while batches overlap (``-w 2``).
+
+    After every kill ``legato status`` answers without a traceback; each campaign is resumed
+    (and killed again) until it finishes, then holds every row exactly once, each batch's
+    archive verified and readable by plain tar, and no workspace left.
+    """
+    spec = copy_spec(sample_dir, "jittery.yaml")
+    rng = random.Random(17)
+    kills, campaigns = 0, []
+    while kills < 30:
+        name = f"camp{len(campaigns)}"
+        campaigns.append(name)
+        args = ["batch", spec, "-b", "2", "--rows", "params.csv", "--index", "param_combo", "--result", RESULT[0],
+                "--min-free", "1M", "--min-inodes", "0", "-j", "2", "-w", "2", "-o", name]
+        log = sample_dir / f"{name}.log"
+        while True:
+            with open(log, "a") as output:
+                process = subprocess.Popen(python_legato(*args), cwd=sample_dir, env=source_env(), stdout=output,
+                                           stderr=output, stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                process.wait(timeout=rng.uniform(0.3, 1.5))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                kills += 1
+                if not (sample_dir / name).exists():  # killed while it started up: start it again
+                    continue
+                shown = legato("status", name, cwd=sample_dir)
+                assert shown.returncode == 0 and "Traceback" not in shown.stdout + shown.stderr, shown.stderr
+                args = ["batch", "--resume", name]
+                continue
+            assert process.returncode == 0, log.read_text()
+            break
+    expected = csv_rows(sample_dir / "params.csv")
+    for name in campaigns:
+        assert_each_row_once(results(sample_dir / name), expected)
+        for batch in assert_archives_verify(sample_dir / name, 10):
+            listed = subprocess.run(["tar", "-tf", batch["archive"]], capture_output=True, text=True)
+            assert listed.returncode == 0 and "params.txt" in listed.stdout, listed.stderr
+        assert_no_workspace(sample_dir / name)
 
 
 def test_kill_after_a_retry_batch_then_plain_resume(sample_dir):

@@ -1,6 +1,8 @@
 """Walltimes, resources from the spec, $(LAUNCHER) forms, options, command running, adapter choice."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from legato.errors import LegatoError
@@ -97,14 +99,16 @@ STEP = {"nodes": 2, "procs": 8, "cores per task": 2}
 
 
 @pytest.mark.parametrize("cmd, expanded", [
-    ("$(LAUNCHER) ./sim", "srun -N 2 -n 8 -c 2 ./sim"),
-    ("$(LAUNCHER)[1n, 4p] ./a & $(LAUNCHER)[1n,4p] ./b", "srun -N 1 -n 4 -c 2 ./a & srun -N 1 -n 4 -c 2 ./b"),
+    ("$(LAUNCHER) ./sim", "srun -n 8 -N 2 -c 2 ./sim"),
+    ("$(LAUNCHER)[1n, 4p] ./a & $(LAUNCHER)[1n,4p] ./b", "srun -n 4 -N 1 -c 2 ./a & srun -n 4 -N 1 -c 2 ./b"),
+    ("$(LAUNCHER)[1p, 1n] ./a", "srun -n 1 -N 1 -c 2 ./a"),
     ("$(LAUNCHER)[4p] ./a", "srun -n 4 -c 2 ./a"),
-    ("$(LAUNCHER)[1, 2] ./a", "srun -N 1 -n 2 -c 2 ./a"),
-    ("$(LAUNCHER)[2p] ./a; $(LAUNCHER) ./b", "srun -n 2 -c 2 ./a; srun -N 2 -n 8 -c 2 ./b"),
+    ("$(LAUNCHER)[1, 2] ./a", "srun -n 2 -N 1 -c 2 ./a"),
+    ("$(LAUNCHER)[2p] ./a; $(LAUNCHER) ./b", "srun -n 2 -c 2 ./a; srun -n 8 -N 2 -c 2 ./b"),
     ("echo no launcher", "echo no launcher"),
 ])
 def test_slurm_launcher_forms(cmd, expanded):
+    """Maestro's srun: procs before nodes, overrides in either order."""
     assert Slurm({}).expand_launchers(cmd, STEP) == expanded
 
 
@@ -115,13 +119,24 @@ def test_launcher_overrides_may_not_exceed_the_step():
         Slurm({}).expand_launchers("$(LAUNCHER)[3n, 2p] a", STEP)
 
 
-def test_bad_launcher_override_is_named():
-    with pytest.raises(LegatoError, match=r"\$\(LAUNCHER\)\[4 cores\] is not one of the forms"):
-        Slurm({}).expand_launchers("$(LAUNCHER)[4 cores] a", STEP)
+@pytest.mark.parametrize("override", ["4 cores", "1p, 2p", "2n", "1n, 1n, 2p", ""])
+def test_bad_launcher_override_is_named(override):
+    with pytest.raises(LegatoError, match=rf"\$\(LAUNCHER\)\[{re.escape(override)}\] is not one of the forms"):
+        Slurm({}).expand_launchers(f"$(LAUNCHER)[{override}] a", STEP)
 
 
-def test_launcher_uses_batch_defaults_when_the_step_has_none():
-    assert Slurm({"nodes": 1, "procs": 2}).expand_launchers("$(LAUNCHER) a", {}) == "srun -N 1 -n 2 a"
+def test_launcher_ignores_the_batch_blocks_counts():
+    """The batch block sizes the allocation; Maestro's launcher takes only the step's nodes and procs."""
+    assert Slurm({"nodes": 4, "procs": 2}).expand_launchers("$(LAUNCHER) hostname", {"procs": 1}) == "srun -n 1 hostname"
+    assert Slurm({"nodes": 4}).expand_launchers("$(LAUNCHER)[1p] hostname", {"procs": 1}) == "srun -n 1 hostname"
+
+
+def test_lsf_launcher_writes_maestros_resource_set_keys():
+    lsf = ADAPTERS["lsf"]({})
+    assert lsf.expand_launchers("$(LAUNCHER) ./a", {"nodes": 1, "procs": 1, "cpus per rs": 8}) == \
+        "jsrun --nrs 1 -b rs -a 1 -r 1 -c 8 ./a"
+    run = {"procs": 4, "gpus": 2, "bind": "packed:4", "bind gpus": "none", "tasks per rs": 2, "rs per node": 2}
+    assert lsf.expand_launchers("$(LAUNCHER)[2p] ./a", run) == "jsrun --nrs 2 -b packed:4 -g 2 -B none -a 2 -r 2 -c 1 ./a"
 
 
 def test_flux_launcher_options():
@@ -133,8 +148,8 @@ def test_flux_launcher_options():
 def test_every_adapter_has_a_launcher():
     run = {"nodes": 2, "procs": 4, "tasks per rs": 1, "cpus per rs": 4, "bind": "packed:4"}
     launched = {key: cls({}).expand_launchers("$(LAUNCHER) a", run) for key, cls in ADAPTERS.items()}
-    assert launched == {"slurm": "srun -N 2 -n 4 a", "flux": "flux run -N 2 -n 4 a",
-                        "lsf": "jsrun --nrs 4 -a 1 -c 4 -b packed:4 a", "pbs": "mpiexec -n 4 a"}
+    assert launched == {"slurm": "srun -n 4 -N 2 a", "flux": "flux run -N 2 -n 4 a",
+                        "lsf": "jsrun --nrs 4 -b packed:4 -a 1 -r 1 -c 4 a", "pbs": "mpiexec -n 4 a"}
     assert ADAPTERS["lsf"]({"launcher": "lrun"}).expand_launchers("$(LAUNCHER) a", run) == "lrun -N 2 -n 4 a"
 
 

@@ -32,8 +32,9 @@ def batch(options, *, out: str | os.PathLike | None = None, execution: dict | No
         options, spec=str(spec.path), pgen=_absolute(options.pgen), rows=_absolute_rows(options.rows),
         archive=_absolute(options.archive),
     )
-    if options.pgen is None and options.rows is None:
-        raise LegatoError("legato batch needs rows: --rows SOURCE (CSV file or SQL URL) or --pgen FILE")
+    if options.pgen is None and options.rows is None and not spec.product:
+        raise LegatoError("legato batch needs rows: --rows SOURCE (CSV file or SQL URL), --pgen FILE "
+                          "or a legato.product in the spec")
     if options.pgen and not Path(options.pgen).is_file():
         raise LegatoError(f"{options.pgen}: no such pgen file")
     _check_campaign_inputs(spec, options)
@@ -57,18 +58,19 @@ def _detach_campaign(folder: Path, execution: dict):
 
 
 def _check_campaign_inputs(spec, options) -> None:
-    """Refuse bad rows or result declarations before a campaign folder exists, so a typo leaves nothing."""
-
+    """Refuse bad rows, result declarations, archive options or a results URL before a campaign folder exists, so a typo leaves nothing."""
     from legato.campaign.archive import check_archive_options
     from legato.campaign.harvest import result_files
+    from legato.campaign.rows import open_rows, split_url
     from legato.campaign.study_harvest import parse_rules
 
     result_files(spec, options.result_files)
     check_archive_options(options.archive_mode, options.archive_format)
     parse_rules(options.success, {step.name for step in spec.steps})
+    options.steps().resolve({step.name: [dep.step for dep in step.depends] for step in spec.steps})
+    if options.results:
+        split_url(options.results)
     if options.rows:
-        from legato.campaign.rows import open_rows
-
         open_rows(options.rows, options.index).close()
 
 

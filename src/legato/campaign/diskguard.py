@@ -47,8 +47,12 @@ def existing_parent(path: str) -> str:
     return current
 
 
-def check_room(paths: Iterable[str], min_free_bytes: int, min_free_inodes: int) -> None:
-    """Raise a LegatoError naming the first file system below either limit; each file system is checked once."""
+def check_room(paths: Iterable[str], min_free_bytes: int, min_free_inodes: int, batches: int = 1) -> None:
+    """Raise a LegatoError naming the first file system below either limit; each file system is checked once.
+
+    The limits are per batch: with ``batches`` batch workspaces on disk (the new one included),
+    each of which may still grow, the room needed is that many times the limits.
+    """
     seen: set[int] = set()
     for path in paths:
         target = existing_parent(path)
@@ -60,17 +64,15 @@ def check_room(paths: Iterable[str], min_free_bytes: int, min_free_inodes: int) 
         if device in seen:
             continue
         seen.add(device)
-        _check_one(target, stats, min_free_bytes, min_free_inodes)
+        _check_one(target, stats, min_free_bytes, min_free_inodes, batches)
 
 
-def _check_one(target: str, stats: os.statvfs_result, min_free_bytes: int, min_free_inodes: int) -> None:
+def _check_one(target: str, stats: os.statvfs_result, min_free_bytes: int, min_free_inodes: int, batches: int) -> None:
     """Inode counts of 0 mean the file system does not report them (btrfs, many network ones): skip that check."""
     free_bytes = stats.f_bavail * stats.f_frsize
-    if free_bytes < min_free_bytes:
-        raise LegatoError(
-            f"not enough room on {target}: {human_size(free_bytes)} free, --min-free is {human_size(min_free_bytes)}"
-        )
-    if stats.f_files and stats.f_favail < min_free_inodes:
-        raise LegatoError(
-            f"not enough inodes on {target}: {stats.f_favail} free, --min-free-inodes is {min_free_inodes}"
-        )
+    each = f" for each of {batches} batches on disk" if batches > 1 else ""
+    if free_bytes < min_free_bytes * batches:
+        raise LegatoError(f"not enough room on {target}: {human_size(free_bytes)} free, "
+                          f"--min-free is {human_size(min_free_bytes)}{each}")
+    if stats.f_files and stats.f_favail < min_free_inodes * batches:
+        raise LegatoError(f"not enough inodes on {target}: {stats.f_favail} free, --min-inodes is {min_free_inodes}{each}")

@@ -37,9 +37,12 @@ CREATE INDEX IF NOT EXISTS instances_label ON instances (label);
 """
 
 
+# A row whose instances all finished, or are pending because their step is outside the campaign's
+# --only/--from/--until, did not fail.
 _FAILED_ROWS = """
 SELECT (SELECT count(*) FROM (SELECT DISTINCT row_index FROM instances
-                              WHERE batch = :batch AND state NOT IN ('finished', 'retried') AND params IS NOT NULL))
+                              WHERE batch = :batch AND state NOT IN ('finished', 'retried', 'pending')
+                                AND params IS NOT NULL))
      + (SELECT count(*) FROM instances
         WHERE batch = :batch AND params IS NULL AND state IN ('failed', 'timedout', 'cancelled'))
 """
@@ -96,6 +99,11 @@ class Ledger:
         sql += " WHERE phase != 'cleaned'" if unfinished else ""
         return [Batch(n, s, r, p, Path(d)) for n, s, r, p, d in self.db.execute(sql + " ORDER BY number")]
 
+    def batch(self, number: int) -> Batch:
+        n, s, r, p, d = self.db.execute("SELECT number, start, nrows, phase, study FROM batches WHERE number = ?",
+                                        (number,)).fetchone()
+        return Batch(n, s, r, p, Path(d))
+
     def add_batch(self, number: int, start: int, nrows: int, study: Path, retry_of: int | None = None) -> Batch:
         self.db.execute(
             "INSERT INTO batches (number, start, nrows, phase, study, started, retry_of) VALUES (?, ?, ?, 'planned', ?, ?, ?)",
@@ -107,6 +115,10 @@ class Ledger:
         assignments = ", ".join(f"{key} = ?" for key in ["phase", *columns])
         self.db.execute(f"UPDATE batches SET {assignments} WHERE number = ?", (phase, *columns.values(), batch.number))
         return Batch(batch.number, batch.start, batch.nrows, phase, batch.study)
+
+    def retry_of(self, number: int) -> int | None:
+        """The batch whose failed rows batch ``number`` runs again, if it is a retry batch."""
+        return self.db.execute("SELECT retry_of FROM batches WHERE number = ?", (number,)).fetchone()[0]
 
     def next_start(self) -> int:
         row = self.db.execute("SELECT max(start + nrows) FROM batches WHERE retry_of IS NULL").fetchone()

@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from legato.selection import StepSelection
+
 
 @dataclass
 class CampaignOptions:
@@ -29,9 +31,16 @@ class CampaignOptions:
     on_failure: str = "continue"
     min_free: int = 1 << 30
     min_inodes: int = 100_000
+    window: int = 2  # batch workspaces on disk at once: running, being set up, or being harvested/archived
     layout: str = "tree"
     fanout: int = 1000
     cwd: str = field(default_factory=os.getcwd)
+    only: list[str] = field(default_factory=list)  # --only/--from/--until: the steps each batch runs
+    start: str | None = None
+    until: str | None = None
+
+    def steps(self) -> StepSelection:
+        return StepSelection(tuple(self.only), self.start, self.until)
 
 
 @dataclass

@@ -35,8 +35,9 @@ A task is only queued behind one that takes at least as many slots, so the cores
 exceed ``slots``. ``free_slots`` therefore answers "how big a task can be accepted now": the
 idle cores, or when none are idle, the room in a worker's queue.
 
-Workers go with the conductor (PR_SET_PDEATHSIG on Linux, EOF on their command pipe elsewhere): an
-idle one at once, a busy one when its instance has ended and been journaled. Instances already
+Workers go with the conductor (PR_SET_PDEATHSIG on Linux, through setpriv where it is installed;
+EOF on their command pipe elsewhere): an idle one at once, a busy one when its instance has
+ended and been journaled. Instances already
 running are left alone and recognised later by their LEGATO_TAG.
 """
 from __future__ import annotations
@@ -88,6 +89,7 @@ _lg_gone=
 _lg_c=
 _lg_cancels() { _lg_c=; while read -t 0 -u 9 && read -r -u 9 _lg_n; do _lg_skip[_lg_n]=1 _lg_any=1; done; }
 _lg_skipped() { unset "_lg_skip[$1]"; echo "k $1 $EPOCHREALTIME"; }
+[[ $PPID == @PARENT@ ]] || exit 1
 @FDS@
 trap _lg_gone=1 HUP
 trap : TERM
@@ -223,12 +225,6 @@ class LocalExecutor:
         self._seq = 0
         self._scripts_dir: str | None = None
         self._closed = False
-        try:
-            for _ in range(slots):
-                self._add_worker()
-        except BaseException:
-            self.close()
-            raise
 
     def __enter__(self) -> LocalExecutor:
         return self
@@ -261,8 +257,10 @@ class LocalExecutor:
         self._assign(worker, job, command)
 
     def _place(self, slots: int) -> _Worker:
+        """An idle worker when the task's slots are free (a new one while fewer than ``slots`` exist, so that
+        start-up never pays for workers a small run does not use), else the shortest queue that fits."""
         if slots <= self.slots - self._reserved:
-            return next(iter(self._idle))
+            return next(iter(self._idle)) if self._idle else self._add_worker()
         shortest = None  # the shortest queue with room: no worker idles early
         for worker in self._busy:
             if len(worker.jobs) < self._depth and worker.jobs[-1].task.slots >= slots and (
@@ -728,10 +726,11 @@ def _spawn(bash: str, env: Mapping[str, str], journal: str) -> _Worker:
         os.close(fd)
     fds = "exec 3<&{0} {0}<&- 8<&{1} {1}<&- 9<&{2} {2}<&-".format(*passed)
     try:
+        script = _WORKER.replace("@FDS@", fds).replace("@J@", journal).replace("@PARENT@", str(os.getpid()))
         proc = subprocess.Popen(
-            [bash, "--norc", "--noprofile", "-c", _WORKER.replace("@FDS@", fds).replace("@J@", journal)],
-            stdin=subprocess.DEVNULL, stdout=theirs.fileno(), stderr=subprocess.DEVNULL, pass_fds=passed,
-            env=env, start_new_session=True, preexec_fn=_die_with(os.getpid()),
+            [*_DEATH_SIGNAL, bash, "--norc", "--noprofile", "-c", script], stdin=subprocess.DEVNULL,
+            stdout=theirs.fileno(), stderr=subprocess.DEVNULL, pass_fds=passed, env=env, start_new_session=True,
+            preexec_fn=None if _DEATH_SIGNAL else _die_with(os.getpid()),
         )
     except OSError as error:
         for fd in (commands_w, cancel_w):
@@ -743,6 +742,13 @@ def _spawn(bash: str, env: Mapping[str, str], journal: str) -> _Worker:
             os.close(fd)
         theirs.close()
     return _Worker(proc, commands_w, ours, cancel_w)
+
+
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+_DEATH_SIGNAL = [_SETPRIV, "--pdeathsig", "HUP"] if _SETPRIV else []
+"""util-linux's setpriv asks the kernel for the worker's death signal, so the worker starts without a Python
+function run between fork and exec, which costs the conductor 2-3 ms a worker (0.1 s of a -j 40 start-up);
+the worker script itself leaves when its parent died before that (its PPID is no longer the conductor)."""
 
 
 def _die_with(parent: int) -> Callable[[], None]:

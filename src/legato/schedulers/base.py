@@ -196,20 +196,25 @@ def expand_indices(spec: str) -> list[int]:
 # ---------------------------------------------------------------- $(LAUNCHER)
 
 _LAUNCHER = re.compile(r"\$\(LAUNCHER\)(?:\[([^\]]*)\])?")
-_OVERRIDE = [
-    re.compile(r"^\s*(?P<nodes>\d+)\s*n\s*,\s*(?P<procs>\d+)\s*p\s*$"),
-    re.compile(r"^\s*(?P<procs>\d+)\s*p\s*$"),
-    re.compile(r"^\s*(?P<nodes>\d+)\s*,\s*(?P<procs>\d+)\s*$"),  # Maestro's legacy [nodes, procs]
-]
+_LEGACY = re.compile(r"^\s*(\d+)\s*,\s*(\d+)\s*$")  # Maestro's legacy [nodes, procs]
+_PART = re.compile(r"^\s*(\d+)\s*([np])\s*$")
 
 
 def _override(text: str) -> tuple[int | None, int]:
-    for pattern in _OVERRIDE:
-        match = pattern.match(text)
-        if match:
-            nodes = match.groupdict().get("nodes")
-            return (int(nodes) if nodes else None), int(match["procs"])
-    raise LegatoError(f"$(LAUNCHER)[{text}] is not one of the forms [<N>n, <M>p], [<M>p] or [<N>, <M>]")
+    """``[2n, 8p]``, ``[8p, 2n]``, ``[8p]`` or the legacy ``[2, 8]``: (nodes, procs), in either order as in Maestro."""
+    legacy = _LEGACY.match(text)
+    if legacy:
+        return int(legacy[1]), int(legacy[2])
+    counts: dict[str, int] = {}
+    for part in text.split(","):
+        match = _PART.match(part)
+        if not match or match[2] in counts:
+            counts = {}
+            break
+        counts[match[2]] = int(match[1])
+    if "p" not in counts:
+        raise LegatoError(f"$(LAUNCHER)[{text}] is not one of the forms [<N>n, <M>p], [<M>p, <N>n], [<M>p] or [<N>, <M>]")
+    return counts.get("n"), counts["p"]
 
 
 def _check_budget(used: int, allowed: int | None, what: str, cmd: str) -> None:
@@ -255,24 +260,27 @@ class Scheduler(ABC):
     def expand_launchers(self, cmd: str, run: Mapping[str, Any]) -> str:
         """Replace $(LAUNCHER) and its [Nn, Mp] overrides; overrides may not exceed the step's request.
 
-        Unlike Maestro, a bare $(LAUNCHER) is replaced even when the command also uses overrides.
+        As in Maestro, the launcher gets the step's own ``nodes`` and ``procs``, never the batch
+        block's (those size the allocation, not one parallel call). Unlike Maestro, a bare
+        $(LAUNCHER) is replaced even when the command also uses overrides.
         """
-        step = Resources.from_spec(self.batch, run)
+        nodes = _count(run.get("nodes"), "nodes")
+        procs = _count(run.get("procs"), "procs")
         extras = {k: v for k, v in run.items() if k not in ("nodes", "procs")}
         used_nodes = used_procs = 0
 
         def replace(match: re.Match[str]) -> str:
             nonlocal used_nodes, used_procs
             if match[1] is None:
-                return self.launcher(step.nodes, step.procs, **extras)
-            nodes, procs = _override(match[1])
-            used_nodes += nodes or 0
-            used_procs += procs
-            return self.launcher(nodes, procs, **extras)
+                return self.launcher(nodes, procs, **extras)
+            override_nodes, override_procs = _override(match[1])
+            used_nodes += override_nodes or 0
+            used_procs += override_procs
+            return self.launcher(override_nodes, override_procs, **extras)
 
         expanded = _LAUNCHER.sub(replace, cmd)
-        _check_budget(used_nodes, step.nodes, "nodes", cmd)
-        _check_budget(used_procs, step.procs, "procs", cmd)
+        _check_budget(used_nodes, nodes, "nodes", cmd)
+        _check_budget(used_procs, procs, "procs", cmd)
         return expanded
 
     # -- talking to the scheduler

@@ -40,8 +40,7 @@ EXIT_REASONS = [
 
 UNKNOWN_JOB = re.compile(r"(?i)(is not found|no matching job|already finished|has already)")
 _SUBMITTED = re.compile(r"Job <(\d+)> is submitted")
-_LAUNCHER_KEYS = [("rs per node", "-r"), ("tasks per rs", "-a"), ("cpus per rs", "-c"), ("gpus", "-g"),
-                  ("bind", "-b"), ("bind gpus", "-B")]
+_LAUNCHER_KEYS = [("tasks per rs", "-a"), ("rs per node", "-r"), ("cpus per rs", "-c")]
 
 
 def lsf_minutes(seconds: int) -> str:
@@ -55,13 +54,25 @@ class Lsf(Scheduler):
     directive = "#BSUB"
 
     def launcher(self, nodes: int | None, procs: int | None, **run: Any) -> str:
+        """Maestro's jsrun line: resource sets, binding, GPUs, then tasks, sets per node and cpus per set.
+
+        ``-b``, ``-a``, ``-r`` and ``-c`` are always written (defaults ``rs``, 1, 1, 1) because jsrun's
+        own defaults differ from what Maestro users' scripts were written against.
+        """
         if self.batch.get("launcher") == "lrun":
             words = ["lrun"] + (["-N", str(nodes)] if nodes else []) + (["-n", str(procs)] if procs else [])
             return " ".join(words)
-        words = ["jsrun"] + (["--nrs", str(procs)] if procs else [])
+
+        def given(key: str, default: Any = None) -> Any:
+            value = run.get(key)
+            return default if value in (None, "", 0) else value
+
+        words = ["jsrun"] + (["--nrs", str(procs)] if procs else []) + ["-b", str(given("bind", "rs"))]
+        for key, flag in (("gpus", "-g"), ("bind gpus", "-B")):
+            if given(key):
+                words += [flag, str(given(key))]
         for key, flag in _LAUNCHER_KEYS:
-            if run.get(key) not in (None, ""):
-                words += [flag, str(run[key])]
+            words += [flag, str(given(key, 1))]
         return " ".join(words)
 
     def directives(self, job: JobRequest) -> list[str]:

@@ -60,14 +60,11 @@ class Slurm(Scheduler):
     directive = "#SBATCH"
 
     def launcher(self, nodes: int | None, procs: int | None, **run: Any) -> str:
+        """``srun -n <procs> -N <nodes> -c <cores per task>``, in Maestro's order."""
         words = ["srun"]
-        if nodes:
-            words += ["-N", str(nodes)]
-        if procs:
-            words += ["-n", str(procs)]
-        cores = run.get("cores per task")
-        if cores not in (None, ""):
-            words += ["-c", str(cores)]
+        for flag, value in (("-n", procs), ("-N", nodes), ("-c", run.get("cores per task"))):
+            if value not in (None, ""):
+                words += [flag, str(value)]
         return " ".join(words)
 
     def directives(self, job: JobRequest) -> list[str]:

@@ -2,7 +2,7 @@
 
 usage: python crash.py POINT N LEGATO-ARGS...
 
-The N-th call of the wrapped function (1-based) kills the process, possibly after doing part
+The N-th call of the wrapped function (1-based) kills the process group, possibly after doing part
 of its work, so a crash test can stop a campaign at an exact point of a phase and then check
 that ``legato batch --resume`` harvests every row exactly once.
 """
@@ -21,7 +21,8 @@ from legato.cli import main
 
 
 def die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+    """SIGKILL to the whole process group: the driver and the child that finishes its batches die together."""
+    os.killpg(0, signal.SIGKILL)
 
 
 def wrap(owner: object, name: str, nth: int, action) -> None:
@@ -59,21 +60,9 @@ def one_step_folder(original, path, *args, **kwargs) -> None:
     original(steps[0].path)
 
 
-def campaign_rmtree(nth: int, action) -> None:
-    """Only the campaign's clean phase is meant: other callers of shutil.rmtree pass through."""
-    original = shutil.rmtree
-    calls = [0]
-
-    def rmtree(path, *args, **kwargs):
-        caller = sys._getframe(1)
-        if caller.f_globals.get("__name__") == "legato.campaign.pipeline" and caller.f_code.co_name == "_clean":
-            calls[0] += 1
-            if calls[0] == nth:
-                action(original, path)
-                die()
-        return original(path, *args, **kwargs)
-
-    legato.campaign.pipeline.shutil.rmtree = rmtree
+def remove_workspace(nth: int, action) -> None:
+    """The campaign's clean stage: its ``nth`` removal of a batch workspace runs ``action(rmtree, path)``, then dies."""
+    wrap(legato.campaign.pipeline, "remove_workspace", nth, lambda original, path: action(shutil.rmtree, path))
 
 
 POINTS = {
@@ -86,13 +75,14 @@ POINTS = {
     "instance-partial": lambda n: wrap(legato.campaign.archive, "_pack_small", n, nothing),
     "copy-partial": lambda n: wrap(legato.campaign.archive, "_copy", n, nothing),
     "folder-after": lambda n: wrap(legato.campaign.archive, "archive_batch", n, whole),
-    "clean-partial": lambda n: campaign_rmtree(n, one_step_folder),
-    "clean-after": lambda n: campaign_rmtree(n, lambda original, path: original(path)),
+    "clean-partial": lambda n: remove_workspace(n, one_step_folder),
+    "clean-after": lambda n: remove_workspace(n, lambda original, path: original(path)),
     "retry-after": lambda n: wrap(legato.campaign.harvest.ResultSink, "drop_failed", n, nothing),
 }
 
 
 if __name__ == "__main__":
+    os.setsid()  # a process group of its own, which die() kills whole
     point, nth, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     POINTS[point](nth)
     sys.argv = ["legato", *args]
