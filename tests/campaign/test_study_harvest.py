@@ -1,6 +1,7 @@
 """legato harvest on legato and Maestro study folders, success rules, and a campaign's --success/--keep-failed."""
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 import subprocess
@@ -12,7 +13,7 @@ from legato import api
 from legato.campaign.study_harvest import parse_rules
 from legato.errors import LegatoError
 from tests import maestro
-from tests.campaign.files.checks import legato
+from tests.campaign.files.checks import legato, python_legato, source_env
 
 SPEC = """
 description: {name: hv, description: harvest me}
@@ -132,13 +133,13 @@ def test_bad_archive_options_leave_no_campaign_folder(spec, tmp_path):
 
 
 def test_harvest_as_the_last_step_of_a_study(tmp_path):
-    """A funnel step whose command is ``legato harvest`` of its own study folder."""
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(SPEC.replace("cmd: echo total=6 > total.kv", f"cmd: {sys.executable} -m legato harvest "
-                                 f"$(WORKSPACE)/.. --result make:result.kv --results sqlite:///{tmp_path}/r.db")
-                    .replace("[ $(P) != 3 ]", "true"))
-    out = legato("run", str(spec), "-o", "study", cwd=tmp_path)
+    """The sample whose funnel step is ``legato harvest`` of its own study folder."""
+    sample = Path(__file__).resolve().parents[2] / "samples" / "harvest_step" / "harvest_step.yaml"
+    env = {**source_env(), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # legato as a command
+    out = subprocess.run(python_legato("run", str(sample), "-o", "study"), cwd=tmp_path, env=env, capture_output=True,
+                         text=True, stdin=subprocess.DEVNULL, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
-    found = rows(tmp_path / "r.db")
-    assert sorted(label for step, label in found if step == "make") == ["P.1", "P.2", "P.3", "P.4"]
-    assert found[("make", "P.3")]["x"] == 3 and found[("make", "P.3")]["campaign"] == "study"
+    found = rows(tmp_path / "study" / "results.db")
+    assert sorted(label for step, label in found if step == "sim") == ["P.1", "P.2", "P.3", "P.4"]
+    assert found[("sim", "P.4")]["energy"] == 4.5 and found[("sim", "P.4")]["campaign"] == "study"
+    assert found[("sim", "P.3")]["reason"] == "success rule sim:converged==1 not met: converged = 0"

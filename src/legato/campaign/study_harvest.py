@@ -22,6 +22,7 @@ import operator
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from legato.errors import LegatoError
 from legato.store import DB_NAME, Store
 
 MAESTRO_STATUS = "status.csv"
+_SETTLE_SECONDS = 60
 _COMPARE = re.compile(r"^([^=!<>]+?)\s*(==|!=|<=|>=|<|>)\s*(.*)$")
 _OPERATORS: dict[str, Callable[[object, object], bool]] = {
     "==": operator.eq, "!=": operator.ne, "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
@@ -155,7 +157,32 @@ def _read_legato(folder: Path, results: list[str], success: list[str]) -> tuple[
     with Store.of_study(folder) as store:
         steps = {step["name"] for step in store.steps()}
     files, rules = parse_result_options(results, steps), parse_rules(success, steps)
+    if os.environ.get("LEGATO_TAG"):
+        _wait_recorded(folder, set(files) | {rule.step for rule in rules})
     return judge(folder, *collect(folder, 0, 0, files), rules)
+
+
+def _wait_recorded(folder: Path, steps: set[str]) -> None:
+    """Run as a step of a running study, wait until the harvested steps' ends are in its store.
+
+    The conductor records states a fraction of a second after they happen (it writes them in
+    batches), so a funnel step that harvests its parents can start before their ends are
+    recorded; without waiting it would harvest them as still pending.
+    """
+    from legato.status import study_state
+
+    deadline = time.monotonic() + _SETTLE_SECONDS
+    marks = ",".join("?" * len(steps))
+    while steps:
+        with Store.of_study(folder) as store:
+            if study_state(store.meta()) != "running" or not store.db.execute(
+                    f"SELECT 1 FROM instances WHERE step IN ({marks}) AND state IN ('pending', 'running') LIMIT 1",
+                    tuple(steps)).fetchone():
+                return
+        if time.monotonic() > deadline:
+            raise LegatoError(f"{folder}: steps {', '.join(sorted(steps))} still have instances that did not end after "
+                              f"{_SETTLE_SECONDS} s; a harvest step must depend on the steps it harvests")
+        time.sleep(0.2)
 
 
 def _read_maestro(folder: Path, results: list[str], success: list[str]) -> tuple[list[dict], list[tuple]]:
@@ -172,7 +199,7 @@ def _read_maestro(folder: Path, results: list[str], success: list[str]) -> tuple
         label = record["Step Name"][len(step) + 1:] if record["Step Name"] != step else ""
         state = _MAESTRO_STATES.get(record["State"].upper(), record["State"].lower())
         params = dict(pair.split(":", 1) for pair in record["Params"].split(";") if ":" in pair)
-        found = instance_results(folder / workspace, files.get(step, ())) if state == "finished" else {}
+        found = instance_results(folder / workspace, files.get(step, ()))
         rows.append({"step": step, "label": label, "index": None, "state": state, "returncode": None,
                      "started": _maestro_time(record["Start Time"]), "ended": _maestro_time(record["End Time"]),
                      "reason": None if state == "finished" else f"Maestro state {record['State']}",
