@@ -84,6 +84,19 @@ def _cluster_options(function):
     return function
 
 
+def _harvest_options(function):
+    """What a results row holds and when it counts as a success, for ``batch`` and ``harvest``."""
+    options = [
+        click.option("--result", "result_files", multiple=True, metavar="STEP:FILE[:FORMAT]",
+                     help="A results file a step writes (json, kv or csv; repeatable)."),
+        click.option("--success", "success", multiple=True, metavar="STEP:RULE",
+                     help="Success beyond the exit code: exists:FILE, has:KEY or KEY<op>VALUE (repeatable)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 def _cluster(pack: int, array: bool, job_cores: int | None, sleep: float, local: bool):
     from legato.api import ClusterOptions
 
@@ -222,8 +235,7 @@ def cancel(folder, yes) -> None:
 @click.option("--index", help="Index column of --rows: names each row in the results, is no parameter.")
 @click.option("--max-rows", type=click.IntRange(min=1), help="Stop after this many rows.")
 @click.option("--results", "results_url", help="Results database URL (default: results.db in the campaign folder).")
-@click.option("--result", "result_files", multiple=True, metavar="STEP:FILE[:FORMAT]",
-              help="A results file a step writes (json, kv or csv; repeatable).")
+@_harvest_options
 @click.option("--archive", type=click.Path(file_okay=False), help="Folder for batch archives (default: archives/ in the campaign).")
 @click.option("--archive-format", type=click.Choice(["tar.gz", "tar.zst", "none"]), default="tar.gz", show_default=True,
               help="none: copy the files to --archive without tar, checked by SHA-256.")
@@ -231,8 +243,6 @@ def cancel(folder, yes) -> None:
               help="One archive file per batch, per step of a batch, or per instance (a light workspace kept in --archive).")
 @click.option("--no-archive", is_flag=True, help="Only harvest, then delete each batch workspace.")
 @click.option("--keep-workspace", is_flag=True, help="Keep each batch workspace after archiving.")
-@click.option("--success", "success", multiple=True, metavar="STEP:RULE",
-              help="Success beyond the exit code: exists:FILE, has:KEY or KEY<op>VALUE (repeatable).")
 @click.option("--keep-failed", is_flag=True, help="Copy failed instances' folders to failed/ in the campaign.")
 @click.option("--on-failure", type=click.Choice(["continue", "stop"]), default="continue", show_default=True)
 @click.option("-w", "--window", type=click.IntRange(min=1), default=2, show_default=True,
@@ -289,11 +299,8 @@ def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, inde
 
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--result", "result_files", multiple=True, metavar="STEP:FILE[:FORMAT]",
-              help="A results file a step writes (json, kv or csv; repeatable).")
+@_harvest_options
 @click.option("--results", "results_url", help="Results database URL (default: results.db in FOLDER).")
-@click.option("--success", "success", multiple=True, metavar="STEP:RULE",
-              help="Success beyond the exit code: exists:FILE, has:KEY or KEY<op>VALUE (repeatable).")
 @click.option("--name", help="Campaign name of the rows (default: the folder's name).")
 def harvest(folder, result_files, results_url, success, name) -> None:
     """Harvest a legato or Maestro study FOLDER into a results table (again: replaces, never adds)."""

@@ -143,3 +143,28 @@ def test_harvest_as_the_last_step_of_a_study(tmp_path):
     assert sorted(label for step, label in found if step == "sim") == ["P.1", "P.2", "P.3", "P.4"]
     assert found[("sim", "P.4")]["energy"] == 4.5 and found[("sim", "P.4")]["campaign"] == "study"
     assert found[("sim", "P.3")]["reason"] == "success rule sim:converged==1 not met: converged = 0"
+
+
+def test_a_row_failing_its_rule_is_retried(tmp_path):
+    """The rule's failure is a failed row like an exit code's: --retry-failed runs it again, and its new result counts."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.replace('echo "x=$(P) tag=p$(P)" > result.kv', 'if [ -e $(SPECROOT)/seen.$(P) ]; then echo ok=1 > '
+                                 'result.kv; else touch $(SPECROOT)/seen.$(P); echo ok=$(( $(P) != 2 )) > result.kv; fi')
+                    .replace("[ $(P) != 3 ]", "true"))
+    (tmp_path / "rows.csv").write_text("P\n1\n2\n3\n")
+    args = ["--min-free", "1M", "--min-inodes", "0"]
+    out = legato("batch", str(spec), "-b", "3", "--rows", "rows.csv", "-o", "camp", "--result", "make:result.kv",
+                 "--success", "make:ok==1", *args, cwd=tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    first = rows(tmp_path / "camp" / "results.db")
+    assert first[("make", "P.2")]["reason"] == "success rule make:ok==1 not met: ok = 0"
+    out = legato("batch", "--resume", "camp", "--retry-failed", *args, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    again = [row for row in rows_list(tmp_path / "camp" / "results.db") if row["label"] == "P.2" and row["step"] == "make"]
+    assert [(row["state"], row["ok"]) for row in again] == [("finished", 1)]
+
+
+def rows_list(db: Path) -> list[dict]:
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM results")]
