@@ -641,10 +641,17 @@ def _remove(path: str) -> None:
 
 
 def _sync_filesystem(folder: str) -> None:
-    """syncfs(2) of the file system holding ``folder``: one call instead of an fsync per file, and not every disk (sync)."""
+    """syncfs(2) of the file system holding ``folder``: one call instead of an fsync per file, and not every disk.
+
+    Where the C library has no syncfs (not Linux), sync(2) does it for every disk.
+    """
+    syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+    if syncfs is None:
+        os.sync()
+        return
     fd = os.open(folder, os.O_RDONLY)
     try:
-        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+        if syncfs(fd) != 0:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code), folder)
     finally:
