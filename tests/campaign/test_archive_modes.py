@@ -122,3 +122,21 @@ def test_bad_mode_combinations(tmp_path):
         archive.check_archive_options("step", "none")
     with pytest.raises(LegatoError, match="not a folder"):
         archive_batch(tmp_path / "missing", tmp_path / "a", "instance", "tar.zst")
+
+
+def test_a_full_disk_is_a_clear_error_and_no_archive(tmp_path):
+    """A copy that does not fit ends in one line naming the archive; nothing looks complete."""
+    source = tmp_path / "batch-000007"
+    (source / "step" / "a").mkdir(parents=True)
+    (source / "step" / "a" / "big.bin").write_bytes(os.urandom(600_000))
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(tiny)],
+                                           capture_output=True).returncode:
+        pytest.skip("needs root to mount a tiny tmpfs")
+    try:
+        with pytest.raises(LegatoError, match=f"no space left to write archive {tiny / 'batch-000007'}"):
+            archive_batch(source, tiny, "batch", "none")
+        assert not (tiny / "batch-000007").exists()
+    finally:
+        subprocess.run(["umount", str(tiny)], check=True)

@@ -105,6 +105,21 @@ def test_rules_are_checked():
     assert rule.broken(Path("."), {"energy": 2}) is None and rule.broken(Path("."), {"energy": 1})
 
 
+@pytest.mark.parametrize("mode", [["--archive-mode", "step"], ["--archive-format", "none"]])
+def test_archive_ls_and_get_in_step_and_copy_modes(spec, tmp_path, mode):
+    (tmp_path / "rows.csv").write_text("P\n1\n2\n")
+    out = legato("batch", str(spec), "-b", "2", "--rows", "rows.csv", "-o", "camp", *mode, "--min-free", "1M",
+                 "--min-inodes", "0", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    listing = legato("archive", "ls", str(tmp_path / "camp"), "make/P.2", cwd=tmp_path)
+    assert listing.returncode == 0 and "result.kv" in listing.stdout and "P.1" not in listing.stdout, listing
+    got = legato("archive", "get", str(tmp_path / "camp"), "make/P.2", "-d", "back", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert next((tmp_path / "back").rglob("result.kv")).read_text().startswith("x=2")
+    missing = legato("archive", "get", str(tmp_path / "camp"), "make/P.2", "nope.txt", cwd=tmp_path)
+    assert missing.returncode == 2 and "nothing under" in missing.stderr and "Traceback" not in missing.stderr
+
+
 def test_campaign_success_rules_keep_failed_and_instance_archives(spec, tmp_path):
     (tmp_path / "rows.csv").write_text("P\n1\n2\n3\n4\n")
     out = legato("batch", str(spec), "-b", "2", "--rows", "rows.csv", "-o", "camp", "--result", "make:result.kv",
