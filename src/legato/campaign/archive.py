@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 import zlib
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -52,7 +53,8 @@ _GZIP_MAGIC, _ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
 _SMALL = 64 << 20
 """Instance folders up to this many bytes are archived in memory."""
-_ZSTD_SMALL = zstandard.ZstdCompressor(level=3, write_checksum=True)
+_LOCAL = threading.local()
+"""Each thread's zstd compressor for instance archives: one is reused for speed, and they are not thread-safe."""
 _ZSTD_IN = 1024
 """Compressed bytes per zstd step: one step then inflates to at most ~32 MiB, even for runs of zeros."""
 _DAMAGE = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError)
@@ -205,7 +207,7 @@ def _pack_small(folder: str, dest: str, fmt: str) -> ArchiveInfo:
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
         names = [name for path, name in members if _add(tar, path, name)]
     plain = buffer.getvalue()
-    packed = gzip.compress(plain, 6, mtime=0) if fmt == "tar.gz" else _ZSTD_SMALL.compress(plain)
+    packed = gzip.compress(plain, 6, mtime=0) if fmt == "tar.gz" else _small_compressor().compress(plain)
     unpacked = gzip.decompress(packed) if fmt == "tar.gz" else zstandard.ZstdDecompressor().decompress(packed)
     with tarfile.open(fileobj=io.BytesIO(unpacked), mode="r") as tar:
         if unpacked != plain or tar.getnames() != names:
@@ -218,6 +220,12 @@ def _pack_small(folder: str, dest: str, fmt: str) -> ArchiveInfo:
             _mismatch(dest, "(the whole file)", "what was read back is not what was written")
     os.replace(partial, dest)
     return ArchiveInfo(dest, hashlib.sha256(packed).hexdigest(), len(names), len(packed))
+
+
+def _small_compressor() -> zstandard.ZstdCompressor:
+    if not hasattr(_LOCAL, "zstd"):
+        _LOCAL.zstd = zstandard.ZstdCompressor(level=3, write_checksum=True)
+    return _LOCAL.zstd
 
 
 def _walk(root: str) -> Iterator[tuple[str, str]]:
