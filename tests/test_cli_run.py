@@ -304,10 +304,13 @@ def test_a_terminal_gets_the_live_table(tmp_path: Path) -> None:
     (["status", "out", "--state", "bogus"], ["--state 'bogus'"]),
     (["run", "-j", "0", "three_steps.yaml"], ["-j"]),
     (["cancel", "."], ["not a legato study folder"]),
+    (["run", "three_steps.yaml", "-o", "other", "--job-walltime", "soon"], ["--job-walltime", "walltime 'soon'"]),
+    (["run", "three_steps.yaml", "-o", "other", "--pilots", "-1"], ["--pilots"]),
 ])
 def test_bad_inputs(tmp_path: Path, args: list[str], words: list[str]) -> None:
     legato("run", "--dry", str(copy_spec("three_steps.yaml", tmp_path)), "-o", "out", cwd=tmp_path)
     one_line_error(legato(*args, cwd=tmp_path), *words)
+    assert not (tmp_path / "other").exists()  # checked before any folder is made
 
 
 def test_a_second_conductor_is_refused(tmp_path: Path, gated: tuple[Path, Gates]) -> None:

@@ -49,6 +49,14 @@ def study_rows(study: Path, sql: str) -> list[tuple]:
         return db.execute(sql).fetchall()
 
 
+def ready_rows(study: Path, sql: str) -> list[tuple]:
+    """``study_rows`` of a study that may still be being prepared: nothing until its store has its tables."""
+    try:
+        return study_rows(study, sql) if (study / "legato.db").exists() else []
+    except sqlite3.OperationalError:
+        return []
+
+
 def slurm_jobs(cluster, below: Path) -> dict[str, str]:
     """SLURM's jobs that ran in a folder below ``below``: job (or array) id -> state of its last task."""
     shown = cluster.run("scontrol", "--oneliner", "show", "job").stdout
@@ -60,6 +68,12 @@ def slurm_jobs(cluster, below: Path) -> dict[str, str]:
     return jobs
 
 
+def settled(cluster, below: Path) -> dict[str, str]:
+    """``slurm_jobs`` once none is queued or running: pilots leave a moment after their driver."""
+    wait_for(lambda: not {"RUNNING", "PENDING"} & set(slurm_jobs(cluster, below).values()), 30, "the jobs ending")
+    return slurm_jobs(cluster, below)
+
+
 def wait_for(check, timeout: float = 60, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -68,7 +82,8 @@ def wait_for(check, timeout: float = 60, what: str = "") -> None:
 
 
 @pytest.mark.parametrize("mode, flags, rows, jobs", [
-    ("packed", ["--pack", "10"], 20, 2),
+    ("pilots", ["--pack", "10"], 20, 2),
+    ("packed", ["--pack", "10", "--pilots", "0"], 20, 2),
     ("array", ["--pack", "10", "--array", "-t", "3"], 10, 1),
     ("per-instance", ["--pack", "1"], 5, 5),
 ])
@@ -78,11 +93,14 @@ def test_sample_on_slurm(slurm, tmp_path: Path, mode, flags, rows, jobs) -> None
                   cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     study = tmp_path / "out"
-    submitted = slurm_jobs(slurm, study)
-    assert len(submitted) == jobs and set(submitted.values()) == {"COMPLETED"}
+    submitted = settled(slurm, study)
+    # a pilot still queued when the other had done all the work is cancelled unused, or finds none left
+    ran = {jobid for jobid, state in submitted.items() if state == "COMPLETED"}
+    assert len(submitted) == jobs and set(submitted.values()) - {"CANCELLED" if mode == "pilots" else ""} == {"COMPLETED"}
     states = study_rows(study, "SELECT state, jobid FROM instances")
     assert len(states) == rows and {state for state, _ in states} == {"finished"}
-    assert {jobid.split("_")[0] for _, jobid in states} == set(submitted)
+    used = {jobid.split("_")[0] for _, jobid in states}
+    assert used == ran if mode != "pilots" else used and used <= ran
     if mode == "array":
         assert {jobid for _, jobid in states} == {f"{next(iter(submitted))}_{task}" for task in range(rows)}
         (script,) = (study / "jobs").glob("*.sh")
@@ -92,20 +110,20 @@ def test_sample_on_slurm(slurm, tmp_path: Path, mode, flags, rows, jobs) -> None
 
 
 def test_funnel_walltime_retry_and_status_on_slurm(slurm, tmp_path: Path) -> None:
-    """The instance over its own walltime is stopped inside its job, retried, and the funnel adds all four."""
+    """The instance over its own walltime is stopped inside its pilot, retried, and the funnel adds all four:
+    one pilot runs them all."""
     shutil.copy(FILES / "funnel.yaml", tmp_path / "spec.yaml")
     done = legato(slurm, "run", "spec.yaml", "-o", "out", "-s", "0.5", "-a", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     study = tmp_path / "out"
     assert (study / "total" / "total.txt").read_text().strip() == "30"
     assert study_rows(study, "SELECT attempts FROM instances WHERE label = 'P.4'") == [(2,)]
-    submitted = slurm_jobs(slurm, study)
-    assert len(submitted) == 3  # the four squares, the retried one, the funnel
+    submitted = settled(slurm, study)
+    assert len(submitted) == 1  # the four squares, the retried one and the funnel, all in one pilot
     listing = legato(slurm, "status", "out", "--state", "finished", "--json", cwd=tmp_path)
     assert listing.returncode == 0, listing.stderr
     records = json.loads(listing.stdout)
     assert len(records) == 5 and {record["jobid"] for record in records} <= set(submitted)
-    assert len({record["jobid"] for record in records}) == 3
     text = legato(slurm, "status", "out", "--state", "finished", cwd=tmp_path).stdout.splitlines()
     assert len(text) == 5 and all(f"job={record['jobid']}" in " ".join(text) for record in records)
 
@@ -138,17 +156,18 @@ def test_campaign_on_slurm(slurm, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     with sqlite3.connect(tmp_path / "camp" / "results.db") as db:
         assert db.execute("SELECT count(DISTINCT row_index), count(*) FROM results WHERE state = 'finished'").fetchone() == (10, 10)
-    submitted = slurm_jobs(slurm, tmp_path / "camp")
-    assert len(submitted) == 2 and set(submitted.values()) == {"COMPLETED"}  # one packed job per batch
+    submitted = settled(slurm, tmp_path / "camp")
+    assert 1 <= len(submitted) <= 2 and set(submitted.values()) - {"CANCELLED"} == {"COMPLETED"}  # pilots serve both batches
 
 
 def test_job_killed_at_its_time_limit_is_recorded_and_retried(slurm, tmp_path: Path) -> None:
-    """SLURM checks time limits every 30 s; the running job's end is moved to now to trigger it."""
+    """A packed job (no pilots) ended by SLURM times its instance out. SLURM checks time limits every
+    30 s; the running job's end is moved to now to trigger it."""
     shutil.copy(FILES / "overdue.yaml", tmp_path / "spec.yaml")
-    conductor = start_legato(slurm, "run", "spec.yaml", "-o", "out", "-s", "0.5", "-a", "2", cwd=tmp_path)
+    conductor = start_legato(slurm, "run", "spec.yaml", "-o", "out", "-s", "0.5", "-a", "2", "--pilots", "0",
+                             cwd=tmp_path)
     study = tmp_path / "out"
-    wait_for(lambda: (study / "legato.db").exists() and study_rows(study, "SELECT jobid FROM instances WHERE state = 'running'"),
-             what="the instance running")
+    wait_for(lambda: ready_rows(study, "SELECT jobid FROM instances WHERE state = 'running'"), what="the instance running")
     (jobid,) = study_rows(study, "SELECT jobid FROM instances")[0]
     assert slurm.run("scontrol", "update", f"JobId={jobid}", "EndTime=now").returncode == 0
     retrying = "SELECT state, reason FROM instances WHERE reason = 'attempt 1 timed out; retrying'"

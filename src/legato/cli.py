@@ -72,9 +72,13 @@ def _cluster_options(function):
     """How studies with a scheduler ``batch`` block use it (ignored for local studies)."""
     options = [
         click.option("--pack", type=click.IntRange(min=1), default=100, show_default=True,
-                     help="Cluster: instances per job (1: one job per instance, as Maestro)."),
+                     help="Cluster: instances per chunk, a pilot's unit of work or a job (1: one job per instance, as Maestro)."),
         click.option("--array", is_flag=True, help="Cluster: submit each chunk as a job array."),
-        click.option("--job-cores", type=click.IntRange(min=1), help="Cluster: cores per packed job."),
+        click.option("--job-cores", type=click.IntRange(min=1), help="Cluster: cores per job (default: this machine's)."),
+        click.option("--pilots", type=click.IntRange(min=0), default=2, show_default=True,
+                     help="Cluster: allocations pulling chunks of --pack instances (at most -t; 0: one job per chunk)."),
+        click.option("--job-walltime", callback=_walltime, metavar="WALLTIME",
+                     help="Cluster: each pilot's walltime (default: the batch block's, at least an hour)."),
         click.option("-s", "--sleep", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
                      help="Cluster: seconds between scheduler polls (Maestro's -s)."),
         click.option("--local", is_flag=True, help="Run here even if the spec names a scheduler."),
@@ -97,10 +101,23 @@ def _harvest_options(function):
     return function
 
 
-def _cluster(pack: int, array: bool, job_cores: int | None, sleep: float, local: bool):
+def _walltime(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Checked before any folder is made."""
+    from legato.walltime import parse_walltime
+
+    try:
+        parse_walltime(value)
+    except LegatoError as error:
+        raise click.BadParameter(str(error)) from None
+    return value
+
+
+def _cluster(pack: int, array: bool, job_cores: int | None, pilots: int, job_walltime: str | None, sleep: float,
+             local: bool):
     from legato.api import ClusterOptions
 
-    return ClusterOptions(pack=pack, array=array, job_cores=job_cores, interval=sleep, local=local)
+    return ClusterOptions(pack=pack, array=array, job_cores=job_cores, pilots=pilots, job_walltime=job_walltime,
+                          interval=sleep, local=local)
 
 
 @main.command()

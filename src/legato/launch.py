@@ -33,22 +33,30 @@ DETACH_WAIT = 60.0  # seconds for a detached conductor to take over its study
 class ClusterOptions:
     """How a study whose spec has a scheduler ``batch`` block uses it.
 
-    ``pack`` instances share one job (1 is Maestro's one job per instance); ``array`` makes
-    each chunk a job array instead; ``job_cores`` sizes a packed job (default: the chunk's
-    cores, at most this machine's); ``interval`` is seconds between scheduler polls
-    (Maestro's ``-s``); ``local`` ignores the scheduler and runs here.
+    Instances go in chunks of ``pack`` to up to ``pilots`` allocations that pull chunks until
+    none are left (``job_walltime`` each); ``pilots=0`` makes each chunk a job of its own,
+    ``array`` a job array, and ``pack=1`` is Maestro's one job per instance. ``job_cores``
+    sizes a job (default: a packed chunk's cores, a pilot this machine's); ``interval`` is
+    seconds between scheduler polls (Maestro's ``-s``); ``local`` ignores the scheduler.
     """
 
     pack: int = 100
     array: bool = False
     job_cores: int | None = None
+    pilots: int = 2
+    job_walltime: str | None = None
     interval: float = 5.0
     local: bool = False
 
+    @property
+    def uses_pilots(self) -> bool:
+        return bool(self.pilots) and not self.array and self.pack > 1
+
     def argv(self) -> list[str]:
-        flags = ["--pack", str(self.pack), "-s", str(self.interval)]
+        flags = ["--pack", str(self.pack), "-s", str(self.interval), "--pilots", str(self.pilots)]
         flags += ["--array"] if self.array else []
         flags += ["--job-cores", str(self.job_cores)] if self.job_cores else []
+        flags += ["--job-walltime", self.job_walltime] if self.job_walltime else []
         return flags + (["--local"] if self.local else [])
 
 
@@ -86,7 +94,7 @@ def execute(
             _hold(store)
             selected, rerun = selection.for_study(store.meta(), steps) if steps or steps.rerun else (None, [])
             scheduler = None if cluster.local else _scheduler(store)
-            tag = _claim(store, scheduler)
+            tag = _claim(store, None if cluster.uses_pilots else scheduler)  # live pilots are adopted, not cancelled
             with _executor(root, scheduler, jobs, throttle, tag, cluster) as executor:
                 outcome = _conduct(root, store, executor, 0 if scheduler else throttle, attempts, progress,
                                    selected=selected, rerun=rerun)
@@ -143,6 +151,11 @@ def _executor(root: Path, scheduler, jobs: int | None, throttle: int, tag: str, 
         from legato.execute.local import LocalExecutor
 
         return LocalExecutor(jobs or os.cpu_count() or 1, tag=tag, journal=str(root / JOURNAL_NAME))
+    if cluster.uses_pilots:
+        from legato.execute.pilots import PilotExecutor
+
+        return PilotExecutor(scheduler, root / "jobs", pack=cluster.pack, pilots=min(cluster.pilots, throttle or cluster.pilots),
+                             job_cores=cluster.job_cores, job_walltime=cluster.job_walltime, interval=cluster.interval)
     from legato.execute.packed import PackedExecutor
 
     return PackedExecutor(scheduler, root / "jobs", pack=cluster.pack, job_cores=cluster.job_cores, max_jobs=throttle,
@@ -183,6 +196,9 @@ def _cancel_jobs(store: Store, scheduler) -> None:
     """Cluster jobs of unfinished instances left by an earlier conductor: cancelled, their instances rerun."""
     if scheduler is None:
         return
+    from legato.execute.pilots import end_pilots
+
+    end_pilots(store.path.parent / "jobs", scheduler)
     jobids = sorted({jobid for (jobid,) in store.db.execute(
         "SELECT DISTINCT jobid FROM instances WHERE jobid IS NOT NULL AND state IN ('pending', 'running')")})
     if jobids:

@@ -174,8 +174,8 @@ def campaign_summary(folder: Path) -> dict:
         state, reason, pid = ledger.get("state"), ledger.get("reason"), ledger.get("pid")
     finally:
         ledger.close()
-    if state == "running" and pid and not _alive(pid):
-        state = "interrupted"
+    if state in (None, "running") and not (pid and _alive(pid)):
+        state = "interrupted"  # a killed driver leaves 'running', or nothing when killed as it started
     rate = rows / (last - first) if first and last and last > first else None
     total_batches = -(-total_rows // options.batch_size) if total_rows else None
     eta = max(total_rows - rows, 0) / rate if rate and total_rows else None

@@ -34,14 +34,15 @@ def run_chunk(chunk: dict, record: IO[str], slots: int, only: int | None = None)
                 executor.submit(pending.pop())
                 running += 1
             for event in executor.poll(None):
-                _write(record, event)
+                write_event(record, event)
                 if isinstance(event, Finished):
                     running -= 1
                     failed += event.returncode != 0
     return failed
 
 
-def _write(record: IO[str], event: Started | Finished) -> None:
+def write_event(record: IO[str], event: Started | Finished) -> None:
+    """One record line; pilots (legato.pilot) write the same lines."""
     if isinstance(event, Started):
         line = {"event": "started", "key": event.key, "pid": event.pid, "time": event.time}
     else:

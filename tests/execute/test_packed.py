@@ -228,7 +228,11 @@ def test_cancel_cancels_every_job_and_what_is_buffered(fake, tmp_path):
 
 
 def test_a_scheduler_that_stops_answering(fake, tmp_path, monkeypatch):
-    run = executor(fake, tmp_path, pack=1)
+    stops_answering(executor(fake, tmp_path, pack=1), fake, tmp_path, monkeypatch)
+
+
+def stops_answering(run, fake: LocalSlurm, tmp_path: Path, monkeypatch) -> None:
+    """A scheduler that fails a poll now and then is asked again; one silent for POLL_PATIENCE stops the run."""
     for task in tasks(tmp_path, 1, cmd="sleep 1"):
         run.submit(task)
     fake.failing = 2  # two polls time out: the run goes on

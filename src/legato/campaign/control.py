@@ -206,7 +206,21 @@ def cancel_campaign(folder: Path, wait: float) -> str:
         ledger.close()
     if _signal_holder(folder / CAMPAIGN_LOCK, pid, wait):
         return f"cancelled: the campaign in {folder} stopped; continue it with: legato batch --resume {folder}"
-    for batch in running:
-        if (batch.study / "legato.db").is_file():
-            cancel_study(batch.study, wait)
+    studies = [batch.study for batch in running if (batch.study / "legato.db").is_file()]
+    for study in studies:
+        cancel_study(study, wait)
+    if studies:
+        _end_pilots(folder, studies[0])
     return f"no campaign process was running {folder}"
+
+
+def _end_pilots(folder: Path, study: Path) -> None:
+    """The campaign's pilots serve all of its batches from its own jobs folder: cancelled with the campaign."""
+    from legato.execute.pilots import end_pilots
+    from legato.launch import _scheduler
+    from legato.store import Store
+
+    with Store.of_study(study) as store:
+        scheduler = _scheduler(store)
+    if scheduler is not None:
+        end_pilots(folder / "jobs", scheduler)

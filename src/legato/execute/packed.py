@@ -157,7 +157,7 @@ class PackedExecutor:
         name = f"legato-{self._run}-{self.calls['submit']:06d}"
         chunk = self.folder / f"{name}.json"
         record = self.folder / f"{name}.record"
-        chunk.write_text(json.dumps({"tag": self.tag, "tasks": [_task_fields(task) for task in tasks]}))
+        chunk.write_text(json.dumps({"tag": self.tag, "tasks": [task_fields(task) for task in tasks]}))
         script = self.folder / f"{name}.sh"
         script.write_text(self.scheduler.job_script(self._request(name, tasks, chunk, record)))
         jobid = self.scheduler.submit(str(script), str(self.folder))
@@ -171,7 +171,7 @@ class PackedExecutor:
         self.jobs[jobid] = job
 
     def _request(self, name: str, tasks: list[Task], chunk: Path, record: Path) -> JobRequest:
-        worker = _worker_command(chunk, record)
+        worker = python_command("legato.worker", str(chunk), str(record))
         if self.array:
             variable, offset = _ARRAY_INDEX.get(self.scheduler.key, ("SLURM_ARRAY_TASK_ID", 0))
             cores = max(task.slots for task in tasks)
@@ -234,20 +234,11 @@ class PackedExecutor:
         try:
             states = self.scheduler.poll(ids)
         except LegatoError as error:
-            self._poll_failed(error)
+            self._failing_since = poll_failed(self._failing_since, error, self.interval)
             return
         self._failing_since = None
         for job in list(self.jobs.values()):
             self._settle(job, states)
-
-    def _poll_failed(self, error: LegatoError) -> None:
-        """A busy controller times out now and then; only one that stays silent stops the run."""
-        now = time.monotonic()
-        if self._failing_since is None:
-            self._failing_since = now
-            print(f"legato: {error}; asking again every {self.interval:g} s", file=sys.stderr)
-        elif now - self._failing_since > POLL_PATIENCE:
-            raise LegatoError(f"the scheduler has not answered for {POLL_PATIENCE:.0f} s: {error}")
 
     def _settle(self, job: _Job, states: dict[str, JobState]) -> None:
         """Note whether the job runs; for each part that ended (or that the scheduler forgot), read its
@@ -277,16 +268,28 @@ class PackedExecutor:
                                     cancelled=self.cancelled))
 
 
-def _worker_command(chunk: Path, record: Path) -> str:
-    """The job's worker runs this same Python and this same legato, also from a checkout on PYTHONPATH."""
-    command = f"{shlex.quote(sys.executable)} -m legato.worker {shlex.quote(str(chunk))} {shlex.quote(str(record))}"
+def poll_failed(failing_since: float | None, error: LegatoError, interval: float) -> float:
+    """A busy controller times out now and then; only one that stays silent for ``POLL_PATIENCE`` stops
+    the run. Returns since when the scheduler has been failing."""
+    now = time.monotonic()
+    if failing_since is None:
+        print(f"legato: {error}; asking again every {interval:g} s", file=sys.stderr)
+        return now
+    if now - failing_since > POLL_PATIENCE:
+        raise LegatoError(f"the scheduler has not answered for {POLL_PATIENCE:.0f} s: {error}")
+    return failing_since
+
+
+def python_command(module: str, *args: str) -> str:
+    """A job runs this same Python and this same legato, also from a checkout on PYTHONPATH."""
+    command = " ".join(shlex.quote(word) for word in (sys.executable, "-m", module, *args))
     source = str(Path(legato.__file__).resolve().parent.parent)
     if source in {*site.getsitepackages(), site.getusersitepackages()}:
         return command
     return f'export PYTHONPATH={shlex.quote(source)}"${{PYTHONPATH:+:$PYTHONPATH}}"\n{command}'
 
 
-def _task_fields(task: Task) -> dict:
+def task_fields(task: Task) -> dict:
     fields = {name: getattr(task, name) for name in Task.__slots__}
     fields["env"] = dict(task.env) if task.env else None
     return fields
