@@ -89,6 +89,9 @@ def test_harvest_mistakes_are_one_line(spec, tmp_path):
     study = api.prepare(str(spec), out=str(tmp_path / "study")).root
     out = legato("harvest", str(study), "--success", "make:x~4", cwd=tmp_path)
     assert out.returncode == 2 and "--success 'make:x~4': expected" in out.stderr
+    out = legato("harvest", str(study), "--results", "mysql://db/x", cwd=tmp_path)
+    assert out.returncode == 2 and "unsupported scheme 'mysql'" in out.stderr
+    assert not (Path(study) / "results.db").exists()
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "status.csv").write_text("a,b\n1,2\n")
     out = legato("harvest", str(tmp_path / "bad"), cwd=tmp_path)

@@ -26,9 +26,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from legato.campaign.harvest import ResultSink, collect, instance_results, parse_result_options, to_number
+from legato.campaign.rows import split_url
 from legato.errors import LegatoError
 from legato.store import DB_NAME, Store
 
@@ -137,15 +138,20 @@ def keep_failed(study: Path, members: list[tuple], dest: Path) -> list[Path]:
     return kept
 
 
-def harvest_study(folder: Path, results: list[str], url: str | None = None, success: list[str] = (),
+def harvest_study(folder: Path, results: list[str], url: str | None = None, success: Sequence[str] = (),
                   name: str | None = None) -> tuple[int, int]:
-    """Harvest a legato or Maestro study folder into the results table; (rows written, failed rows)."""
+    """Harvest a legato or Maestro study folder into the results table; (rows written, failed rows).
+
+    Options and the URL are checked, and every results file parsed, before the table is touched.
+    """
     folder = folder.resolve()  # `$(WORKSPACE)/..` from a step of the study names it by its own name
     read = _read_legato if (folder / DB_NAME).is_file() else _read_maestro if (folder / MAESTRO_STATUS).is_file() else None
     if read is None:
         raise LegatoError(f"{folder}: not a study folder (no {DB_NAME} of legato, no {MAESTRO_STATUS} of Maestro)")
-    rows, members = read(folder, results, list(success))
-    sink = ResultSink(url or f"sqlite:///{folder / 'results.db'}")
+    url = url or f"sqlite:///{folder / 'results.db'}"
+    split_url(url)
+    rows, _ = read(folder, results, list(success))
+    sink = ResultSink(url)
     try:
         sink.write(name or folder.name, 0, rows)
     finally:
