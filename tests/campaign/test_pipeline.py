@@ -331,6 +331,22 @@ def test_kill_during_a_phase_then_resume(sample_dir, point):
     resume_and_check(sample_dir)
 
 
+@pytest.mark.parametrize("point, mode", [
+    ("instance-partial", ["--archive-mode", "instance", "--archive-format", "tar.zst"]),
+    ("copy-partial", ["--archive-format", "none"]),
+    ("folder-after", ["--archive-mode", "step"]),
+])
+def test_kill_during_a_folder_archive_then_resume(sample_dir, point, mode):
+    """A step, instance or copy archive cut short stays ``.partial`` (never complete-looking); the resume finishes it."""
+    crash(sample_dir, point, 5 if point != "folder-after" else 2, SAMPLE_ARGS + mode)
+    phases = [batch["phase"] for batch in ledger_batches(sample_dir / "camp")]
+    assert phases[-1] == "harvested" and set(phases[:-1]) <= {"cleaned"}, phases
+    partial = list((sample_dir / "camp" / "archives").glob("*.partial"))
+    assert bool(partial) == (point != "folder-after"), partial
+    resume_and_check(sample_dir)
+    assert len(list((sample_dir / "camp" / "archives").glob("batch-*"))) == 3
+
+
 @pytest.mark.parametrize("point", ["harvest-inside", "harvest-after"])
 def test_kill_during_a_postgres_harvest_then_resume(sample_dir, postgres_url, point):
     args = [arg if arg != "camp" else f"pg-{point}" for arg in SAMPLE_ARGS] + ["--results", postgres_url]

@@ -59,15 +59,20 @@ def _detach_campaign(folder: Path, execution: dict):
 
 
 def _check_campaign_inputs(spec, options) -> None:
-    """Refuse bad rows, result declarations or a results URL before a campaign folder exists, so a typo leaves nothing.
+    """Refuse bad rows, result declarations, archive options or a results URL before a campaign folder exists,
+    so a typo leaves nothing.
 
     The whole row source is read once here: a bad row found by the tenth batch would leave a
     half-done campaign behind an input error that was there from the start.
     """
+    from legato.campaign.archive import check_archive_options
     from legato.campaign.harvest import result_files
     from legato.campaign.rows import check_rows, open_rows, split_url
+    from legato.campaign.study_harvest import parse_rules
 
     result_files(spec, options.result_files)
+    check_archive_options(options.archive_mode, options.archive_format)
+    parse_rules(options.success, {step.name for step in spec.steps})
     options.steps().resolve({step.name: [dep.step for dep in step.depends] for step in spec.steps})
     if options.results:
         split_url(options.results)
@@ -175,7 +180,7 @@ def export_results(folder: str | os.PathLike, path: str, fmt: str) -> int:
 
 def archive_list(folder: str | os.PathLike, label: str | None = None) -> list[str]:
     """Each archive with its size and instance count, or the files one instance left in its archive."""
-    from legato.campaign.archive import list_members
+    from legato.campaign.archive import instance_members
     from legato.campaign.diskguard import human_size
 
     if label is None:
@@ -183,15 +188,15 @@ def archive_list(folder: str | os.PathLike, label: str | None = None) -> list[st
                 for number, archive, size, members in _ledger_rows(
                     folder, "SELECT number, archive, archive_bytes, members FROM batches WHERE archive IS NOT NULL ORDER BY number")]
     archive, workspace = _locate(folder, label)
-    return [f"{size:>12}  {name}" for name, size in list_members(archive, workspace + "/")]
+    return [f"{size:>12}  {name}" for name, size in instance_members(archive, workspace)]
 
 
 def archive_get(folder: str | os.PathLike, label: str, file: str | None, dest: str) -> list[str]:
     """Extract one instance's folder (or one file of it) from its batch archive into ``dest``."""
-    from legato.campaign.archive import extract
+    from legato.campaign.archive import extract_instance
 
     archive, workspace = _locate(folder, label)
-    written = extract(archive, f"{workspace}/{file}" if file else f"{workspace}/", dest)
+    written = extract_instance(archive, workspace, file, dest)
     if not written:
         raise LegatoError(f"{label}: no {file!r} in its archive {archive}" if file else f"{label}: nothing archived")
     return written

@@ -186,8 +186,13 @@ def result_files(spec: Spec, cli: list[str]) -> dict[str, tuple[ResultFile, ...]
 
     A misspelt step would otherwise harvest nothing, silently, for the whole campaign.
     """
-    files = {step: list(entries) for step, entries in spec.results.items()}
-    steps = {step.name for step in spec.steps}
+    return parse_result_options(cli, {step.name for step in spec.steps}, spec.results)
+
+
+def parse_result_options(cli: list[str], steps: set[str], declared: dict[str, tuple[ResultFile, ...]] | None = None
+                         ) -> dict[str, tuple[ResultFile, ...]]:
+    """``--result STEP:FILE[:FORMAT]`` entries checked against the study's ``steps``, added to ``declared``."""
+    files = {step: list(entries) for step, entries in (declared or {}).items()}
     for entry in cli:
         parts = entry.split(":")
         if len(parts) not in (2, 3) or not all(parts):

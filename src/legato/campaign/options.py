@@ -22,9 +22,12 @@ class CampaignOptions:
     results: str | None = None
     result_files: list[str] = field(default_factory=list)  # STEP:FILE[:FORMAT]
     archive: str | None = None
-    archive_format: str = "tar.gz"
+    archive_format: str = "tar.gz"  # or tar.zst, or none: a verified copy without tar
+    archive_mode: str = "batch"  # batch, step or instance: what becomes one archive file
     no_archive: bool = False
     keep_workspace: bool = False
+    success: list[str] = field(default_factory=list)  # STEP:RULE success rules
+    keep_failed: bool = False  # copy failed instances' folders to failed/ before the workspace goes
     on_failure: str = "continue"
     min_free: int = 1 << 30
     min_inodes: int = 100_000

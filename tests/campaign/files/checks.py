@@ -88,16 +88,30 @@ def ledger_batches(folder: Path) -> list[dict]:
         return [dict(row) for row in db.execute("SELECT * FROM batches ORDER BY number")]
 
 
+def archived_names(archive: Path) -> list[str]:
+    """Every file an archive holds: its members, or (an archive folder) its copies and its archives' members."""
+    if archive.is_file():
+        return [name for name, _ in list_members(str(archive))]
+    names = []
+    for path in sorted(archive.rglob("*")):
+        if path.name.endswith((".tar.gz", ".tar.zst")):
+            names += [f"{path}/{name}" for name, _ in list_members(str(path))]
+        elif path.is_file():
+            names.append(str(path))
+    return names
+
+
 def assert_archives_verify(folder: Path, batches: int) -> list[dict]:
     """Every batch cleaned, with an archive that matches the ledger's SHA-256 and holds its params.txt files."""
     recorded = ledger_batches(folder)
     assert len(recorded) == batches, recorded
     for batch in recorded:
         assert batch["phase"] == "cleaned", batch
-        assert batch["archive"] and Path(batch["archive"]).is_file(), batch
+        assert batch["archive"] and Path(batch["archive"]).exists(), batch
         verify_archive(batch["archive"], batch["sha256"])
-        assert batch["archive_bytes"] == Path(batch["archive"]).stat().st_size
-        outputs = [name for name, _ in list_members(batch["archive"]) if name.endswith("/params.txt")]
+        if Path(batch["archive"]).is_file():
+            assert batch["archive_bytes"] == Path(batch["archive"]).stat().st_size
+        outputs = [name for name in archived_names(Path(batch["archive"])) if name.endswith("/params.txt")]
         assert len(outputs) == batch["finished"], (batch, outputs)
     leftovers = list(Path(folder).glob("**/*.partial"))
     assert not leftovers, leftovers
