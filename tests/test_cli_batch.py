@@ -20,6 +20,7 @@ from tests.campaign.files.checks import (
     index_of,
     ledger_batches,
     legato,
+    password_env,
     results,
     sqlite_from_csv,
 )
@@ -128,7 +129,8 @@ def test_postgres_results(sample_dir, postgres_url, tmp_path):
     done = batch(sample_dir, *CSV_ROWS, "--results", postgres_url, out="pg-results")
     assert_whole_sample(sample_dir, done, postgres_url, folder="pg-results")
     assert not (sample_dir / "pg-results" / "results.db").exists()
-    exported = legato("results", "pg-results", "--csv", str(tmp_path / "out.csv"), cwd=sample_dir)
+    exported = legato("results", "pg-results", "--csv", str(tmp_path / "out.csv"), cwd=sample_dir,
+                      env=password_env(postgres_url))
     assert exported.returncode == 0 and exported.stdout.startswith("20 rows written"), exported.stderr
 
 

@@ -325,20 +325,6 @@ def test_a_second_conductor_is_refused(tmp_path: Path, gated: tuple[Path, Gates]
         assert first.wait(timeout=60) == 0
 
 
-@pytest.fixture
-def small_fs(tmp_path: Path):
-    """A 2 MiB tmpfs; the test is skipped where one cannot be mounted (not root)."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-                                           capture_output=True).returncode:
-        pytest.skip("mounting a small tmpfs needs root")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
-
-
 def test_a_full_disk_during_a_run_is_one_line_and_resumable(tmp_path: Path, small_fs: Path) -> None:
     spec = copy_spec("filler.yaml", tmp_path)
     done = legato("run", str(spec), "-o", str(small_fs / "out"), "-j", "2", cwd=tmp_path)

@@ -28,7 +28,15 @@ from legato.prepare import PreparedStudy, prepare
 from legato.validate import Report, validate
 
 __all__ = ["ClusterOptions", "PreparedStudy", "Report", "archive_get", "archive_list", "batch", "cancel", "execute",
-           "export_results", "prepare", "report", "resume_batch", "show_results", "validate"]
+           "export_results", "harvest", "prepare", "report", "resume_batch", "show_results", "validate"]
+
+
+def harvest(folder: str | os.PathLike, results: list[str], url: str | None = None, success: list[str] = (),
+            name: str | None = None) -> tuple[int, int]:
+    """Harvest a legato or Maestro study folder into a results table; (rows written, failed rows)."""
+    from legato.campaign.study_harvest import harvest_study
+
+    return harvest_study(Path(folder), results, url, success, name)
 
 
 def cancel(root: str | os.PathLike, wait: float = 60.0) -> str:

@@ -88,6 +88,19 @@ def _cluster_options(function):
     return function
 
 
+def _harvest_options(function):
+    """What a results row holds and when it counts as a success, for ``batch`` and ``harvest``."""
+    options = [
+        click.option("--result", "result_files", multiple=True, metavar="STEP:FILE[:FORMAT]",
+                     help="A results file a step writes (json, kv or csv; repeatable)."),
+        click.option("--success", "success", multiple=True, metavar="STEP:RULE",
+                     help="Success beyond the exit code: exists:FILE, has:KEY or KEY<op>VALUE (repeatable)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 def _walltime(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Checked before any folder is made."""
     from legato.walltime import parse_walltime
@@ -238,13 +251,18 @@ def cancel(folder, yes) -> None:
 @click.option("--rows", help="Row source: a CSV file, sqlite:///f.db?table=T or postgresql://...?table=T|query=...")
 @click.option("--index", help="Index column of --rows: names each row in the results, is no parameter.")
 @click.option("--max-rows", type=click.IntRange(min=1), help="Stop after this many rows.")
+@click.option("--strict-values", is_flag=True,
+              help="Refuse row values holding shell syntax ($(, `, ;, |, &, <, >, newlines): for rows others write.")
 @click.option("--results", "results_url", help="Results database URL (default: results.db in the campaign folder).")
-@click.option("--result", "result_files", multiple=True, metavar="STEP:FILE[:FORMAT]",
-              help="A results file a step writes (json, kv or csv; repeatable).")
+@_harvest_options
 @click.option("--archive", type=click.Path(file_okay=False), help="Folder for batch archives (default: archives/ in the campaign).")
-@click.option("--archive-format", type=click.Choice(["tar.gz", "tar.zst"]), default="tar.gz", show_default=True)
+@click.option("--archive-format", type=click.Choice(["tar.gz", "tar.zst", "none"]), default="tar.gz", show_default=True,
+              help="none: copy the files to --archive without tar, checked by SHA-256.")
+@click.option("--archive-mode", type=click.Choice(["batch", "step", "instance"]), default="batch", show_default=True,
+              help="One archive file per batch, per step of a batch, or per instance (a light workspace kept in --archive).")
 @click.option("--no-archive", is_flag=True, help="Only harvest, then delete each batch workspace.")
 @click.option("--keep-workspace", is_flag=True, help="Keep each batch workspace after archiving.")
+@click.option("--keep-failed", is_flag=True, help="Copy failed instances' folders to failed/ in the campaign.")
 @click.option("--on-failure", type=click.Choice(["continue", "stop"]), default="continue", show_default=True)
 @click.option("-w", "--window", type=click.IntRange(min=1), default=2, show_default=True,
               help="Batch workspaces on disk at once: the next batch is set up while this many are running or being "
@@ -259,9 +277,10 @@ def cancel(folder, yes) -> None:
 @click.option("--detach", is_flag=True, help="Run the campaign driver in the background and return at once.")
 @_step_options
 @_cluster_options
-def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, index, max_rows, results_url, result_files,
-                  archive, archive_format, no_archive, keep_workspace, on_failure, window, min_free, min_inodes, jobs, throttle,
-                  attempts, resume_dir, retry_failed, detach, only, start, until, **cluster) -> None:
+def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, index, max_rows, strict_values, results_url,
+                  result_files, archive, archive_format, archive_mode, no_archive, keep_workspace, success, keep_failed,
+                  on_failure, window, min_free, min_inodes, jobs, throttle, attempts, resume_dir, retry_failed, detach,
+                  only, start, until, **cluster) -> None:
     """Run SPEC over many parameter rows, --batch-size rows at a time: run, harvest, archive, clean.
 
     Batches overlap: one executor serves the whole campaign, the next batch is set up while the
@@ -287,13 +306,28 @@ def batch_command(spec, pgen, pargs, layout, fanout, batch_size, out, rows, inde
         options = CampaignOptions(
             spec=spec, batch_size=batch_size, pgen=pgen, pargs=list(pargs), rows=rows, index=index, max_rows=max_rows,
             results=results_url, result_files=list(result_files), archive=archive, archive_format=archive_format,
-            no_archive=no_archive, keep_workspace=keep_workspace, on_failure=on_failure, window=window,
+            archive_mode=archive_mode, no_archive=no_archive, keep_workspace=keep_workspace, success=list(success),
+            keep_failed=keep_failed, on_failure=on_failure, window=window,
             min_free=parse_size(min_free or "1G"),
             min_inodes=100_000 if min_inodes is None else min_inodes, layout=layout, fanout=fanout,
             only=list(only), start=start, until=until,
+            strict_values=strict_values,
         )
         outcome = api.batch(options, out=out, execution=execution, detach=detach, log=click.echo)
     _finish(outcome)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@_harvest_options
+@click.option("--results", "results_url", help="Results database URL (default: results.db in FOLDER).")
+@click.option("--name", help="Campaign name of the rows (default: the folder's name).")
+def harvest(folder, result_files, results_url, success, name) -> None:
+    """Harvest a legato or Maestro study FOLDER into a results table (again: replaces, never adds)."""
+    from legato import api
+
+    written, failed = api.harvest(folder, list(result_files), results_url, list(success), name)
+    click.echo(f"{written} rows harvested ({failed} failed) from {folder}")
 
 
 @main.command()

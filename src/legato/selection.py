@@ -1,4 +1,4 @@
-"""Which steps of a study run: ``--only``, ``--from`` and ``--until`` (Maestro users' issue #11).
+"""Which steps of a study run: ``--only``, ``--from`` and ``--until``.
 
 A selection is resolved against the study's step graph (each step's parent steps, funnel or
 not, including steps whose ``$(x.workspace)`` it reads) into the list of steps that may run.

@@ -1,7 +1,9 @@
 """The SQLite state of one study: the single source of truth for its instances.
 
 One database file per study, in WAL mode so that ``legato status`` reads while the
-conductor writes. Scripts live here rather than in per-instance files (fewer inodes), and
+conductor writes. Its tables are created before the switch to WAL, in the file's first
+transaction: a process killed while creating the store leaves either no tables at all (an
+empty file, which opening treats as a set-up that did not finish) or all of them. Scripts live here rather than in per-instance files (fewer inodes), and
 state changes are written in batches (``update_many``) so the store never limits throughput.
 """
 from __future__ import annotations
@@ -55,7 +57,12 @@ class Record:
 
 
 class Store:
-    """Open (or create) a study's database. ``path`` is the database file."""
+    """Open (or create) a study's database. ``path`` is the database file.
+
+    A store without tables (its creator was killed before the first commit) gets them: it
+    then reads as a study whose set-up never finished (no ``state`` in its meta), which a
+    campaign prepares again and ``status`` shows as empty, instead of failing on a missing table.
+    """
 
     def __init__(self, path: str | Path, create: bool = False) -> None:
         self.path = Path(path)
@@ -63,10 +70,10 @@ class Store:
             raise LegatoError(f"{self.path.parent}: not a legato study folder (no {DB_NAME})")
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+                self.db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
-            if create:
-                self.db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise LegatoError(f"{self.path}: cannot open the study database: {exc}") from None
 
@@ -131,7 +138,7 @@ class Store:
         return [{name: values[row] for name, values in columns.items()} for row in range(length)], index
 
     def transaction(self) -> "_Transaction":
-        return _Transaction(self.db)
+        return _Transaction(self.db, self.path)
 
     # -- state changes ----------------------------------------------------------------------
     def update_many(self, changes: list[dict[str, Any]]) -> None:
@@ -237,8 +244,6 @@ class ChangeWriter:
                 try:
                     store = store or Store(self.path)
                     store.update_many(batch)
-                except sqlite3.Error as exc:
-                    self._error = LegatoError(f"{self.path}: cannot record instance states: {exc}")
                 except LegatoError as exc:
                     self._error = exc
         if store is not None:
@@ -246,14 +251,31 @@ class ChangeWriter:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``: one fsync for a whole batch of writes."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: one fsync for a whole batch of writes.
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    Every write of the store goes through one, so SQLite's errors in it (a full disk above
+    all) leave the transaction rolled back and reach the user as one ``LegatoError``.
+    """
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self.db = db
+        self.path = path
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        except sqlite3.Error as error:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise self._error(exc if isinstance(exc, sqlite3.Error) else error) from None
+        if isinstance(exc, sqlite3.Error):
+            raise self._error(exc) from None
 
+    def _error(self, exc: sqlite3.Error) -> LegatoError:
+        return LegatoError(f"{self.path}: cannot write the study database: {exc}")

@@ -33,12 +33,16 @@ from tests.campaign.files.checks import (
     assert_archives_verify,
     assert_each_row_once,
     assert_no_workspace,
+    check_campaign,
     csv_rows,
     index_of,
+    kill_group,
     ledger_batches,
     legato,
+    password_env,
     python_legato,
     results,
+    run_with_kills,
     source_env,
 )
 
@@ -328,13 +332,29 @@ def test_kill_during_a_phase_then_resume(sample_dir, point):
     resume_and_check(sample_dir)
 
 
+@pytest.mark.parametrize("point, mode", [
+    ("instance-partial", ["--archive-mode", "instance", "--archive-format", "tar.zst"]),
+    ("copy-partial", ["--archive-format", "none"]),
+    ("folder-after", ["--archive-mode", "step"]),
+])
+def test_kill_during_a_folder_archive_then_resume(sample_dir, point, mode):
+    """A step, instance or copy archive cut short stays ``.partial`` (never complete-looking); the resume finishes it."""
+    crash(sample_dir, point, 5 if point != "folder-after" else 2, SAMPLE_ARGS + mode)
+    phases = [batch["phase"] for batch in ledger_batches(sample_dir / "camp")]
+    assert phases[-1] == "harvested" and set(phases[:-1]) <= {"cleaned"}, phases
+    partial = list((sample_dir / "camp" / "archives").glob("*.partial"))
+    assert bool(partial) == (point != "folder-after"), partial
+    resume_and_check(sample_dir)
+    assert len(list((sample_dir / "camp" / "archives").glob("batch-*"))) == 3
+
+
 @pytest.mark.parametrize("point", ["harvest-inside", "harvest-after"])
 def test_kill_during_a_postgres_harvest_then_resume(sample_dir, postgres_url, point):
     args = [arg if arg != "camp" else f"pg-{point}" for arg in SAMPLE_ARGS] + ["--results", postgres_url]
     crash(sample_dir, point, 2, args)
     committed = {row["batch"] for row in results(sample_dir / f"pg-{point}", postgres_url)}
     assert committed == ({1} if point == "harvest-inside" else {1, 2})
-    done = legato("batch", "--resume", f"pg-{point}", cwd=sample_dir)
+    done = legato("batch", "--resume", f"pg-{point}", cwd=sample_dir, env=password_env(postgres_url))
     assert done.returncode == 0, done.stdout + done.stderr
     expected = {key: row for key, row in csv_rows(sample_dir / "params.csv").items() if int(key) < 9}
     assert_each_row_once(results(sample_dir / f"pg-{point}", postgres_url), expected)
@@ -400,36 +420,13 @@ def test_kill_at_random_moments_of_overlapping_batches(sample_dir):
     rng = random.Random(17)
     kills, campaigns = 0, []
     while kills < 30:
-        name = f"camp{len(campaigns)}"
-        campaigns.append(name)
+        camp = sample_dir / f"camp{len(campaigns)}"
+        campaigns.append(camp)
         args = ["batch", spec, "-b", "2", "--rows", "params.csv", "--index", "param_combo", "--result", RESULT[0],
-                "--min-free", "1M", "--min-inodes", "0", "-j", "2", "-w", "2", "-o", name]
-        log = sample_dir / f"{name}.log"
-        while True:
-            with open(log, "a") as output:
-                process = subprocess.Popen(python_legato(*args), cwd=sample_dir, env=source_env(), stdout=output,
-                                           stderr=output, stdin=subprocess.DEVNULL, start_new_session=True)
-            try:
-                process.wait(timeout=rng.uniform(0.3, 1.5))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-                kills += 1
-                if not (sample_dir / name).exists():  # killed while it started up: start it again
-                    continue
-                shown = legato("status", name, cwd=sample_dir)
-                assert shown.returncode == 0 and "Traceback" not in shown.stdout + shown.stderr, shown.stderr
-                args = ["batch", "--resume", name]
-                continue
-            assert process.returncode == 0, log.read_text()
-            break
-    expected = csv_rows(sample_dir / "params.csv")
-    for name in campaigns:
-        assert_each_row_once(results(sample_dir / name), expected)
-        for batch in assert_archives_verify(sample_dir / name, 10):
-            listed = subprocess.run(["tar", "-tf", batch["archive"]], capture_output=True, text=True)
-            assert listed.returncode == 0 and "params.txt" in listed.stdout, listed.stderr
-        assert_no_workspace(sample_dir / name)
+                "--min-free", "1M", "--min-inodes", "0", "-j", "2", "-w", "2", "-o", camp.name]
+        kills += run_with_kills(sample_dir, camp, args, rng, 30 - kills, kill_group, pause=(0.3, 1.5))
+    for camp in campaigns:
+        check_campaign(camp, csv_rows(sample_dir / "params.csv"), 10)
 
 
 def test_kill_after_a_retry_batch_then_plain_resume(sample_dir):

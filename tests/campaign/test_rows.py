@@ -212,3 +212,68 @@ def test_postgres_failures_are_one_line(pg_table):
     with pytest.raises(LegatoError, match="cannot connect to .*127.0.0.1"):
         open_rows(f"{closed_port.render_as_string(hide_password=False)}?table={name}")
 
+
+
+# -- the whole source checked before a campaign starts -----------------------------------------------
+def check(path: str, index: str | None = "idx", **kwargs) -> int:
+    source = open_rows(path, index)
+    try:
+        return rows.check_rows(source, index, **kwargs)
+    finally:
+        source.close()
+
+
+def test_check_counts_every_row_of_a_good_source(numbers_csv):
+    assert check(numbers_csv) == 2500
+    assert check(numbers_csv, max_rows=1200) == 1200
+
+
+@pytest.mark.parametrize("text, message", [
+    ("idx,a\n", r"no rows \(only a header"),
+    ("idx,a\n1,x\n2,y\n1,z\n", r"row 3: index value '1' appears twice"),
+    ("idx,a\n1,x\n,y\n", "row 2: empty index value"),
+    ("idx,a\n1,x\n2,y,extra\n", "row 2 has 3 values, the header has 2"),
+    ("idx,a\n1,x\n2\n", "row 2 has 1 values, the header has 2"),
+])
+def test_check_refuses_bad_sources(tmp_path, text, message):
+    with pytest.raises(LegatoError, match=message):
+        check(write_csv(tmp_path / "bad.csv", text))
+
+
+def test_a_bad_byte_is_reported_at_its_own_offset(tmp_path):
+    body = b"idx,a\n" + b"".join(b"%d,v%d\n" % (i, i) for i in range(1500)) + b"1500,caf\xe9\n"
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(body)
+    offset = body.index(b"\xe9")
+    with pytest.raises(LegatoError, match=rf"not UTF-8 text at byte {offset} \(row 1501\)"):
+        check(str(path))
+    path.write_bytes(b"\xef\xbb\xbfidx,\xff\n")
+    with pytest.raises(LegatoError, match=r"not UTF-8 text at byte 7 \(the header\)"):
+        open_rows(str(path))
+
+
+def test_an_sqlite_source_is_checked_too(tmp_path):
+    db = tmp_path / "rows.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE p (idx TEXT, a TEXT)")
+        conn.executemany("INSERT INTO p VALUES (?, ?)", [("1", "x"), ("2", "y"), ("2", "z")])
+    with pytest.raises(LegatoError, match="index value '2' appears twice"):
+        check(f"sqlite:///{db}?table=p")
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM p")
+    with pytest.raises(LegatoError, match="no rows"):
+        check(f"sqlite:///{db}?table=p")
+
+
+@pytest.mark.parametrize("value", ["$(rm -rf ~)", "`id`", "a;b", "a|b", "a&b", "a>b", "a<b", "two\nlines"])
+def test_strict_values_refuse_shell_syntax(tmp_path, value):
+    quoted = '"' + value.replace('"', '""') + '"'
+    path = write_csv(tmp_path / "p.csv", f"idx,a\n1,plain\n2,{quoted}\n")
+    assert check(path) == 2  # by default Maestro's textual substitution: any value
+    with pytest.raises(LegatoError, match=r"row 2: column 'a' holds shell syntax .*refused by --strict-values"):
+        check(path, strict=True)
+
+
+def test_strict_values_accept_ordinary_values(tmp_path):
+    path = write_csv(tmp_path / "p.csv", "idx,a,b\n1,1.5e-3,name-with_dots.and/slash\n2,-4,x y z\n")
+    assert check(path, strict=True) == 2

@@ -13,7 +13,7 @@ from pathlib import Path
 from legato import parameters
 from legato.campaign.ledger import Batch, Ledger
 from legato.campaign.options import CampaignOptions
-from legato.campaign.rows import RowSource, open_rows
+from legato.campaign.rows import RowSource, check_values, describe, open_rows
 from legato.errors import LegatoError
 from legato.spec import Spec
 from legato.study import study_env
@@ -81,6 +81,9 @@ class BatchRows:
     def _rows_table(self, start: int, nrows: int) -> parameters.ParameterTable:
         source = self.source()
         rows = source.read(start, nrows)
+        if self.options.strict_values:  # again here: a database others write may have changed since the start
+            for number, row in enumerate(rows, start + 1):
+                check_values(row, f"row source {describe(self.options.rows or '')} row {number}")
         table = parameters.ParameterTable()
         for column in source.columns:
             if column != self.options.index:

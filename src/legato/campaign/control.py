@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from legato.campaign.ledger import LEDGER, Ledger, options_of, save_options
+from legato.campaign.ledger import LEDGER, Ledger, never_started, options_of, save_options
 from legato.campaign.options import CampaignOutcome
 from legato.errors import LegatoError
 from legato.launch import ClusterOptions, _background, _execution_argv, _signal_holder
@@ -30,7 +31,7 @@ def batch(options, *, out: str | os.PathLike | None = None, execution: dict | No
 
     spec = load_spec(options.spec)
     folder = study_folder(spec.variables.get("OUTPUT_PATH"), spec.name, str(out) if out else None)
-    if folder.exists() and any(folder.iterdir()):
+    if folder.exists() and any(folder.iterdir()) and not never_started(folder):
         raise LegatoError(f"{folder}: the campaign folder exists and is not empty (resume it with: legato batch --resume {folder})")
     options = with_changes(
         options, spec=str(spec.path), pgen=_absolute(options.pgen), rows=_absolute_rows(options.rows),
@@ -42,11 +43,11 @@ def batch(options, *, out: str | os.PathLike | None = None, execution: dict | No
     if options.pgen and not Path(options.pgen).is_file():
         raise LegatoError(f"{options.pgen}: no such pgen file")
     _check_campaign_inputs(spec, options)
+    options = with_changes(options, rows=_without_password(options.rows), results=_without_password(options.results))
+    if folder.exists() and never_started(folder):
+        shutil.rmtree(folder)  # left by a start killed before its ledger was whole
     folder.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(folder, create=True)
-    save_options(ledger, options)
-    ledger.set(name=spec.name, state="running")
-    ledger.close()
+    Ledger.create(folder, options, name=spec.name, state="running")
     if detach:
         return _detach_campaign(folder, execution or {})
     return resume_batch(folder, execution=execution, log=log, progress=progress)
@@ -62,16 +63,46 @@ def _detach_campaign(folder: Path, execution: dict):
 
 
 def _check_campaign_inputs(spec, options) -> None:
-    """Refuse bad rows, result declarations or a results URL before a campaign folder exists, so a typo leaves nothing."""
+    """Refuse bad rows, result declarations, archive options or a results URL before a campaign folder exists,
+    so a typo leaves nothing.
+
+    The whole row source is read once here: a bad row found by the tenth batch would leave a
+    half-done campaign behind an input error that was there from the start.
+    """
+    from legato.campaign.archive import check_archive_options
     from legato.campaign.harvest import result_files
-    from legato.campaign.rows import open_rows, split_url
+    from legato.campaign.rows import check_rows, open_rows, split_url
+    from legato.campaign.study_harvest import parse_rules
 
     result_files(spec, options.result_files)
+    check_archive_options(options.archive_mode, options.archive_format)
+    parse_rules(options.success, {step.name for step in spec.steps})
     options.steps().resolve({step.name: [dep.step for dep in step.depends] for step in spec.steps})
     if options.results:
         split_url(options.results)
     if options.rows:
-        open_rows(options.rows, options.index).close()
+        source = open_rows(options.rows, options.index)
+        try:
+            check_rows(source, options.index, options.max_rows, strict=options.strict_values)
+        finally:
+            source.close()
+
+
+def _without_password(url: str | None) -> str | None:
+    """A database URL as the ledger keeps it: without its password, which this process hands to libpq instead.
+
+    libpq reads ``PGPASSWORD`` or a ``.pgpass`` file (``PGPASSFILE``) itself, so a resumed
+    campaign finds the password where the user keeps it and campaign.db never holds it.
+    """
+    if url is None or "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.password is None:
+        return url
+    os.environ.setdefault("PGPASSWORD", str(parsed.password))
+    return parsed._replace(password=None).render_as_string(hide_password=False)  # set() keeps a None unchanged
 
 
 def resume_batch(folder: str | os.PathLike, *, execution: dict | None = None, retry_failed: bool = False,
@@ -90,6 +121,7 @@ def resume_batch(folder: str | os.PathLike, *, execution: dict | None = None, re
 
 
     folder = Path(folder).absolute()
+    _remove_if_never_started(folder)
     ledger = Ledger(folder)
     lock = FileLock(folder / CAMPAIGN_LOCK)
     try:
@@ -127,6 +159,14 @@ def resume_batch(folder: str | os.PathLike, *, execution: dict | None = None, re
         lock.release()
 
 
+def _remove_if_never_started(folder: Path) -> None:
+    """A folder left by a start killed before its ledger was whole holds nothing to resume: it goes, with a clear word."""
+    if folder.is_dir() and never_started(folder):
+        shutil.rmtree(folder)
+        raise LegatoError(f"{folder}: the campaign never started (killed while creating its ledger); "
+                          "the folder was removed: start it again with legato batch")
+
+
 def _absolute(path: str | None) -> str | None:
     return str(Path(path).absolute()) if path else None
 
@@ -150,7 +190,7 @@ def results_sink(folder: Path) -> "ResultSink":
 
 def archive_list(folder: str | os.PathLike, label: str | None = None) -> list[str]:
     """Each archive with its size and instance count, or the files one instance left in its archive."""
-    from legato.campaign.archive import list_members
+    from legato.campaign.archive import instance_members
     from legato.campaign.diskguard import human_size
 
     if label is None:
@@ -158,15 +198,15 @@ def archive_list(folder: str | os.PathLike, label: str | None = None) -> list[st
                 for number, archive, size, members in _ledger_rows(
                     folder, "SELECT number, archive, archive_bytes, members FROM batches WHERE archive IS NOT NULL ORDER BY number")]
     archive, workspace = _locate(folder, label)
-    return [f"{size:>12}  {name}" for name, size in list_members(archive, workspace + "/")]
+    return [f"{size:>12}  {name}" for name, size in instance_members(archive, workspace)]
 
 
 def archive_get(folder: str | os.PathLike, label: str, file: str | None, dest: str) -> list[str]:
     """Extract one instance's folder (or one file of it) from its batch archive into ``dest``."""
-    from legato.campaign.archive import extract
+    from legato.campaign.archive import extract_instance
 
     archive, workspace = _locate(folder, label)
-    written = extract(archive, f"{workspace}/{file}" if file else f"{workspace}/", dest)
+    written = extract_instance(archive, workspace, file, dest)
     if not written:
         raise LegatoError(f"{label}: no {file!r} in its archive {archive}" if file else f"{label}: nothing archived")
     return written

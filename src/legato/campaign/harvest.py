@@ -138,7 +138,9 @@ def collect(study: Path, number: int, start: int, files: dict[str, tuple[ResultF
     """One results row per source row and step of batch ``number``, plus the ledger's record of each instance.
 
     Rows whose parameters a step does not tell apart share one instance (Maestro's rules), so
-    each of those rows gets that instance's state and results under its own index.
+    each of those rows gets that instance's state and results under its own index. A finished
+    instance whose results file cannot be parsed is a failed row, the parse error its reason:
+    its parameters are kept in the ledger like any failure's, so ``--retry-failed`` runs it again.
     """
     rows, members = [], []
     with Store.of_study(study) as store:
@@ -149,7 +151,10 @@ def collect(study: Path, number: int, start: int, files: dict[str, tuple[ResultF
         for _, instances in itertools.groupby(cursor, key=lambda record: record[0]):
             for record, shared in _source_rows(list(instances), table):
                 step, label, _, workspace, state, rc, started, ended, reason, _ = record
-                results = instance_results(f"{study}/{workspace}", files.get(step, ()))
+                try:
+                    results = instance_results(f"{study}/{workspace}", files.get(step, ()))
+                except LegatoError as error:  # that row failed; the others are harvested
+                    results, state, reason = {}, "failed", str(error)
                 for row in shared:
                     values = table[row] if row is not None else {}
                     index = None if row is None else indexes[row] if indexes else str(start + row)
@@ -188,8 +193,13 @@ def result_files(spec: Spec, cli: list[str]) -> dict[str, tuple[ResultFile, ...]
 
     A misspelt step would otherwise harvest nothing, silently, for the whole campaign.
     """
-    files = {step: list(entries) for step, entries in spec.results.items()}
-    steps = {step.name for step in spec.steps}
+    return parse_result_options(cli, {step.name for step in spec.steps}, spec.results)
+
+
+def parse_result_options(cli: list[str], steps: set[str], declared: dict[str, tuple[ResultFile, ...]] | None = None
+                         ) -> dict[str, tuple[ResultFile, ...]]:
+    """``--result STEP:FILE[:FORMAT]`` entries checked against the study's ``steps``, added to ``declared``."""
+    files = {step: list(entries) for step, entries in (declared or {}).items()}
     for entry in cli:
         parts = entry.split(":")
         if len(parts) not in (2, 3) or not all(parts):

@@ -1,20 +1,28 @@
 """The campaign's ledger: one SQLite file in the campaign folder recording each batch's stage.
 
 Every stage change is committed before the work of the next stage begins, so a driver killed
-at any moment resumes each batch from where its ledger entry says it was.
+at any moment resumes each batch from where its ledger entry says it was. Every statement goes
+through ``Ledger.db``, which turns SQLite's errors (a full disk above all) into one
+``LegatoError`` naming the ledger, so that the driver's own bookkeeping never ends in a traceback.
+A new ledger is written under a temporary name and renamed into place with its options saved:
+a campaign folder holds a complete ledger or none.
 """
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from legato.campaign.options import CampaignOptions
 from legato.errors import LegatoError
 
 LEDGER = "campaign.db"
+PARTIAL = f"{LEDGER}.partial"
+"""The name a new ledger is built under; a folder holding only this is a campaign that never started."""
 
 
 LEDGER_VERSION = 2
@@ -57,22 +65,61 @@ class Batch:
     study: Path
 
 
+class LedgerConnection:
+    """The ledger's SQLite connection, whose errors are ``LegatoError``s naming the ledger file.
+
+    It offers what the driver uses of a connection: ``execute``, ``executemany`` and ``with``
+    (commit, or roll back on an error).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.doing = "read"  # what a failure could not do: "read" while opening, "update" once open
+        self._db = self._call(sqlite3.connect, path, isolation_level=None, timeout=30)
+
+    def _call(self, function, *args, **kwargs) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise LegatoError(f"{self.path}: cannot {self.doing} the campaign ledger: {exc}") from None
+
+    def execute(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
+        return self._call(self._db.execute, sql, args)
+
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        return self._call(self._db.executemany, sql, rows)
+
+    def executescript(self, sql: str) -> None:
+        self._call(self._db.executescript, sql)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "LedgerConnection":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._call(self._db.__exit__, exc_type, exc, tb)
+
+
 class Ledger:
     """The campaign's record of batches and phases (one SQLite file in the campaign folder)."""
 
-    def __init__(self, folder: Path, create: bool = False) -> None:
+    def __init__(self, folder: Path, create: bool = False, *, path: Path | None = None) -> None:
         self.folder = folder
-        path = folder / LEDGER
+        path = path or folder / LEDGER
         if not create and not path.is_file():
             raise LegatoError(f"{folder}: not a legato campaign folder (no {LEDGER})")
+        self.db = LedgerConnection(path)
         try:
-            self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self._check_version(path)
+            self.db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
-            self._check_version(path)
-            self.db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise LegatoError(f"{path}: cannot read the campaign ledger: {exc}") from None
+        except LegatoError:
+            self.db.close()
+            raise
+        self.db.doing = "update"
 
     def _check_version(self, path: Path) -> None:
         """A new ledger gets this code's format; an existing one must have it (its tables would not fit)."""
@@ -80,9 +127,22 @@ class Ledger:
         if not self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'batches'").fetchone():
             self.db.execute(f"PRAGMA user_version = {LEDGER_VERSION}")
         elif version != LEDGER_VERSION:
-            self.db.close()
             raise LegatoError(f"{path}: ledger format {version}, this legato reads format {LEDGER_VERSION}; "
                               "finish the campaign with the legato version that started it")
+
+    @classmethod
+    def create(cls, folder: Path, options: CampaignOptions, **values) -> None:
+        """A new campaign's ledger with its options and ``values`` saved, appearing whole under its name or not at all."""
+        partial = folder / PARTIAL
+        for leftover in folder.glob(f"{PARTIAL}*"):
+            leftover.unlink()
+        ledger = cls(folder, create=True, path=partial)
+        try:
+            save_options(ledger, options)
+            ledger.set(**values)
+        finally:
+            ledger.close()  # the last connection: SQLite folds the WAL back into the file
+        os.replace(partial, folder / LEDGER)
 
     def close(self) -> None:
         self.db.close()
@@ -149,9 +209,24 @@ class Ledger:
 
 def options_of(ledger: Ledger) -> CampaignOptions:
     saved = ledger.get("options")
-    if saved is None:  # killed between creating the ledger and saving the options: nothing ran
-        raise LegatoError(f"{ledger.folder}: the campaign never started (no options saved); delete the folder and start it again")
+    if saved is None:  # a ledger of an older legato killed before it saved the options: nothing ran
+        raise LegatoError(f"{ledger.folder}: the campaign never started (no options saved); "
+                          "start it again with the same legato batch command, which replaces this folder")
     return CampaignOptions(**saved)
+
+
+def never_started(folder: Path) -> bool:
+    """A folder left by a ``legato batch`` killed before its ledger was whole: only a partial ledger, or one without options."""
+    names = {entry.name for entry in folder.iterdir()}
+    if not names or not all(name.startswith(LEDGER) or name == ".campaign.lock" for name in names):
+        return False  # anything else in the folder is not ours to remove
+    if LEDGER not in names:
+        return True
+    ledger = Ledger(folder)
+    try:
+        return ledger.get("options") is None and not ledger.batches()
+    finally:
+        ledger.close()
 
 
 def save_options(ledger: Ledger, options: CampaignOptions) -> None:

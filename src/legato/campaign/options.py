@@ -22,15 +22,19 @@ class CampaignOptions:
     results: str | None = None
     result_files: list[str] = field(default_factory=list)  # STEP:FILE[:FORMAT]
     archive: str | None = None
-    archive_format: str = "tar.gz"
+    archive_format: str = "tar.gz"  # or tar.zst, or none: a verified copy without tar
+    archive_mode: str = "batch"  # batch, step or instance: what becomes one archive file
     no_archive: bool = False
     keep_workspace: bool = False
+    success: list[str] = field(default_factory=list)  # STEP:RULE success rules
+    keep_failed: bool = False  # copy failed instances' folders to failed/ before the workspace goes
     on_failure: str = "continue"
     min_free: int = 1 << 30
     min_inodes: int = 100_000
     window: int = 2  # batch workspaces on disk at once: running, being set up, or being harvested/archived
     layout: str = "tree"
     fanout: int = 1000
+    strict_values: bool = False  # refuse row values holding shell syntax (rows others write)
     cwd: str = field(default_factory=os.getcwd)
     only: list[str] = field(default_factory=list)  # --only/--from/--until: the steps each batch runs
     start: str | None = None

@@ -35,6 +35,7 @@ from legato.campaign.diskguard import note_high_water
 from legato.campaign.harvest import ResultSink, collect, result_files
 from legato.campaign.ledger import Batch, Ledger
 from legato.campaign.options import CampaignOptions, CampaignOutcome
+from legato.campaign.study_harvest import judge, keep_failed, parse_rules
 from legato.campaign.window import Window
 from legato.conductor import Conductor
 from legato.errors import LegatoError
@@ -72,6 +73,7 @@ class Campaign:
         self.log = log
         self.spec = load_spec(options.spec)
         self.files = result_files(self.spec, options.result_files)
+        self.rules = parse_rules(options.success, {step.name for step in self.spec.steps})
         self.window = Window(options.window)
         self.ready: queue.Queue[Batch | None] = queue.Queue()
         self.started = time.time()
@@ -86,7 +88,8 @@ class Campaign:
         try:
             stopped, ran = self._drive(retry_failed)
         except LegatoError as error:
-            self.ledger.set(state="stopped", reason=str(error))  # a full disk or a lost database: resumable
+            with contextlib.suppress(LegatoError):  # on a full disk this write may fail too: the first error says why
+                self.ledger.set(state="stopped", reason=str(error))  # a full disk or a lost database: resumable
             raise
         finally:
             for sig, handler in previous.items():
@@ -514,7 +517,9 @@ def _finish(campaign: Campaign, ledger: Ledger, sink: ResultSink, batch: Batch, 
 
 def harvest(campaign: Campaign, ledger: Ledger, sink: ResultSink, batch: Batch) -> Batch:
     """Results and the ledger's record of the batch's rows, each in one transaction; a retry retires its original."""
-    rows, members = collect(batch.study, batch.number, batch.start, campaign.files)
+    rows, members = judge(batch.study, *collect(batch.study, batch.number, batch.start, campaign.files), campaign.rules)
+    if campaign.options.keep_failed:
+        keep_failed(batch.study, members, campaign.folder / "failed" / batch.study.name)
     sink.write(campaign.folder.name, batch.number, rows)
     with ledger.db:
         ledger.db.execute("BEGIN IMMEDIATE")
@@ -532,13 +537,11 @@ def archive(campaign: Campaign, ledger: Ledger, batch: Batch) -> Batch:
     options = campaign.options
     if options.no_archive:
         return ledger.advance(batch, "archived")
-    from legato.campaign.archive import write_archive
+    from legato.campaign.archive import archive_batch
 
     folder = Path(options.archive) / campaign.folder.name if options.archive else campaign.folder / "archives"
     folder.mkdir(parents=True, exist_ok=True)
-    dest = folder / f"{batch.study.name}.{options.archive_format}"
-    Path(f"{dest}.partial").unlink(missing_ok=True)
-    info = write_archive(str(batch.study), str(dest), options.archive_format)
+    info = archive_batch(batch.study, folder, options.archive_mode, options.archive_format)
     return ledger.advance(batch, "archived", archive=info.path, sha256=info.sha256, archive_bytes=info.bytes,
                           members=info.members)
 

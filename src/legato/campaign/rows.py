@@ -55,6 +55,54 @@ def open_rows(location: str, index: str | None = None) -> RowSource:
     return source
 
 
+SHELL_SYNTAX = re.compile(r"\$\(|`|;|\||&|<|>|\n|\r")
+"""What ``--strict-values`` refuses in a row value: command substitution, command separators, pipes, redirections."""
+
+
+def check_rows(source: RowSource, index: str | None, max_rows: int | None = None, *, strict: bool = False) -> int:
+    """Read the whole source once (up to ``max_rows``) and refuse what would stop a campaign part way; the row count.
+
+    A row source with no rows, a short or long row, a byte that is not UTF-8, an empty or
+    repeated index value (results are keyed by it, and a retry would replace the wrong row),
+    or with ``strict`` a value holding shell syntax: each found before any folder is made.
+    """
+    seen: set[str] = set()
+    start = 0
+    while max_rows is None or start < max_rows:
+        page = source.read(start, CHECKPOINT if max_rows is None else min(CHECKPOINT, max_rows - start))
+        for number, row in enumerate(page, start + 1):
+            if index is not None:
+                _check_index(source, row[index], number, seen)
+            if strict:
+                check_values(row, f"row source {describe(_where(source))} row {number}")
+        if not page:
+            break
+        start += len(page)
+    if start == 0:
+        raise LegatoError(f"row source {describe(_where(source))}: no rows (only a header, or an empty table)")
+    return start
+
+
+def _check_index(source: RowSource, value: str, number: int, seen: set[str]) -> None:
+    where = describe(_where(source))
+    if not value:
+        raise LegatoError(f"row source {where} row {number}: empty index value")
+    if value in seen:
+        raise LegatoError(f"row source {where} row {number}: index value {value!r} appears twice")
+    seen.add(value)
+
+
+def check_values(row: dict[str, str], where: str) -> None:
+    """``--strict-values``: a value that a shell would run as more than a word is refused, naming its column."""
+    for name, value in row.items():
+        if SHELL_SYNTAX.search(value):
+            raise LegatoError(f"{where}: column {name!r} holds shell syntax {value!r} (refused by --strict-values)")
+
+
+def _where(source: RowSource) -> str:
+    return getattr(source, "path", None) or getattr(source, "where", "")
+
+
 def describe(location: str) -> str:
     """A location fit for messages: URLs lose their password."""
     if not _URL.match(location):
@@ -149,8 +197,11 @@ class CsvRows:
         while line := self._file.readline():
             try:
                 text = line.decode("utf-8-sig" if self._offset == 0 else "utf-8")
-            except UnicodeDecodeError:
-                raise LegatoError(f"row source {self.path}: not UTF-8 text at byte {self._offset}") from None
+            except UnicodeDecodeError as exc:
+                bom = 3 if self._offset == 0 and line.startswith(b"\xef\xbb\xbf") else 0  # utf-8-sig counts after it
+                where = "the header" if self._offset == 0 else f"row {self._row + 1}"
+                raise LegatoError(f"row source {self.path}: not UTF-8 text at byte {self._offset + bom + exc.start} "
+                                  f"({where})") from None
             self._offset += len(line)
             yield text
 
@@ -276,7 +327,10 @@ def connect(engine: Engine, where: str) -> sa.Connection:
     try:
         return engine.connect()
     except sa.exc.DBAPIError as exc:
-        raise LegatoError(f"cannot connect to {where}: {first_line(exc)}") from None
+        hint = ""
+        if engine.url.password is None and "password" in first_line(exc):
+            hint = " (legato keeps no passwords: set PGPASSWORD or add the server to ~/.pgpass, or the file PGPASSFILE names)"
+        raise LegatoError(f"cannot connect to {where}: {first_line(exc)}{hint}") from None
 
 
 def run(conn: sa.Connection, statement: sa.Executable, where: str) -> sa.CursorResult:

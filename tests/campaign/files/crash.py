@@ -15,8 +15,11 @@ import sys
 
 import legato.campaign.archive
 import legato.campaign.harvest
+import legato.campaign.ledger
 import legato.campaign.pipeline
+import legato.execute.local
 import legato.prepare
+import legato.store
 from legato.cli import main
 
 
@@ -65,13 +68,37 @@ def remove_workspace(nth: int, action) -> None:
     wrap(legato.campaign.pipeline, "remove_workspace", nth, lambda original, path: action(shutil.rmtree, path))
 
 
+def finishing(nth: int) -> None:
+    """The driver's last words: its ``nth`` record of how the campaign ended (finished, failed or stopped)."""
+    original = legato.campaign.ledger.Ledger.set
+    calls = [0]
+
+    def record(ledger, **values):
+        if values.get("state") in ("finished", "failed", "stopped"):
+            calls[0] += 1
+            if calls[0] == nth:
+                die()
+        return original(ledger, **values)
+
+    legato.campaign.ledger.Ledger.set = record
+
+
 POINTS = {
+    "start-ledger": lambda n: wrap(legato.campaign.ledger, "save_options", n, nothing),
+    "start-after": lambda n: wrap(legato.campaign.ledger.Ledger, "create", n, whole),
+    "store-created": lambda n: wrap(legato.store.Store, "set_meta", n, nothing),
+    "running": lambda n: wrap(legato.execute.local.LocalExecutor, "poll", n, nothing),
+    "finishing": finishing,
+
     "prepare": lambda n: wrap(legato.prepare, "_write_plan", n, nothing),
     "harvest-before": lambda n: wrap(legato.campaign.harvest.ResultSink, "write", n, nothing),
     "harvest-inside": lambda n: wrap(legato.campaign.harvest.ResultSink, "_insert", n, first_record),
     "harvest-after": lambda n: wrap(legato.campaign.harvest.ResultSink, "write", n, whole),
     "archive-partial": lambda n: wrap(legato.campaign.archive, "_verify", n, nothing),
     "archive-after": lambda n: wrap(legato.campaign.archive, "write_archive", n, whole),
+    "instance-partial": lambda n: wrap(legato.campaign.archive, "_pack_small", n, nothing),
+    "copy-partial": lambda n: wrap(legato.campaign.archive, "_copy", n, nothing),
+    "folder-after": lambda n: wrap(legato.campaign.archive, "archive_batch", n, whole),
     "clean-partial": lambda n: remove_workspace(n, one_step_folder),
     "clean-after": lambda n: remove_workspace(n, lambda original, path: original(path)),
     "retry-after": lambda n: wrap(legato.campaign.harvest.ResultSink, "drop_failed", n, nothing),
