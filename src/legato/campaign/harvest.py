@@ -316,19 +316,31 @@ class ResultSink:
                 raise LegatoError(f"results database {self.where}: {first_line(exc)}") from None
 
     def _columns(self, conn: sa.Connection, records: list[dict[str, object]], roles: dict[str, str]) -> dict[str, int]:
-        """Columns the records need, added or widened; records are renamed to existing spellings (SQLite ignores case)."""
+        """Columns the records need, added or widened; records are renamed to existing spellings (SQLite ignores case).
+
+        The spellings are worked out once per set of keys (a batch's records mostly share one),
+        and a column's kind is looked at only until it is text: the widest a kind gets.
+        """
         existing = {col["name"]: _kind_of(col["type"]) for col in sa.inspect(conn).get_columns(TABLE)}
         fold = (lambda name: name) if self._postgres else str.casefold
         spelled = {fold(name): name for name in existing}
+        renames_of: dict[tuple[str, ...], list[tuple[str, str]]] = {}
         needed: dict[str, int] = {}
         for record in records:
-            for name in list(record):
-                actual = spelled.setdefault(fold(name), name)
-                if actual != name:
-                    record[actual] = record.pop(name)
+            keys = tuple(record)
+            renames = renames_of.get(keys)
+            if renames is None:
+                renames = renames_of[keys] = [(name, actual) for name in keys
+                                              if (actual := spelled.setdefault(fold(name), name)) != name]
+                for name, actual in renames:
                     if name in roles:
                         roles[actual] = roles.pop(name)
-                needed[actual] = max(needed.get(actual, INT), _kind(record[actual]))
+            for name, actual in renames:
+                record[actual] = record.pop(name)
+            for name, value in record.items():
+                kind = needed.get(name, INT)
+                if kind != TEXT:
+                    needed[name] = max(kind, _kind(value))
         for name, kind in needed.items():
             if name not in existing:
                 self._alter(conn, "ADD COLUMN {name} {type}", name, kind)
@@ -352,14 +364,22 @@ class ResultSink:
         conn.exec_driver_sql(f"ALTER TABLE {TABLE} " + change.format(name=quoted, type=sql_type))
 
     def _insert(self, conn: sa.Connection, columns: dict[str, int], records: list[dict[str, object]]) -> None:
-        """Binds are named p0, p1, ... because column names may hold any character (``a.b``, ``a b``, ``%``)."""
+        """One driver-level executemany of plain tuples: SQLAlchemy's per-row parameter handling was most of a harvest.
+
+        Column names may hold any character (``a.b``, ``a b``, ``%``): they are quoted, and a ``%``
+        doubled where the driver's placeholders are ``%s``.
+        """
         names = list(columns)
-        table = sa.table(TABLE, *(sa.column(name) for name in names))
-        statement = sa.insert(table).values({name: sa.bindparam(f"p{i}") for i, name in enumerate(names)})
+        quote = conn.dialect.identifier_preparer.quote
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        quoted = ", ".join(quote(name) for name in names)
+        if mark == "%s":
+            quoted = quoted.replace("%", "%%")
+        statement = f"INSERT INTO {TABLE} ({quoted}) VALUES ({', '.join([mark] * len(names))})"
+        kinds = [columns[name] for name in names]
         for start in range(0, len(records), PAGE):
-            page = records[start:start + PAGE]
-            conn.execute(statement, [{f"p{i}": cast_value(rec.get(name), columns[name]) for i, name in enumerate(names)}
-                                     for rec in page])
+            conn.exec_driver_sql(statement, [tuple(cast_value(rec.get(name), kind) for name, kind in zip(names, kinds))
+                                             for rec in records[start:start + PAGE]])
 
     def _export_kinds(self, conn: sa.Connection, campaign: str | None) -> dict[str, int]:
         """Declared types in PostgreSQL; in SQLite, what the stored values are (its columns never narrow a value)."""
