@@ -103,6 +103,7 @@ class Conductor:
         self._root = str(self.root)
         self.store = store
         self.executor = executor
+        self._base = getattr(executor, "base", 0)  # a shared executor's key space for this study
         self.throttle = throttle
         self.attempts = attempts
         self.on_progress = on_progress
@@ -278,7 +279,7 @@ class Conductor:
         self.cancel_requested = True
         self._cancelling = True
         self._ready.clear()
-        self.executor.cancel(list(self._in_flight))
+        self.executor.cancel([self._base | id_ for id_ in self._in_flight])
 
     def dispatch(self) -> None:
         while self._ready:
@@ -295,7 +296,7 @@ class Conductor:
             if self.steps[self.step_of[id_]].keep_going:
                 script = self._tell_failed_parents(id_, folder) + script
             step = self.steps[self.step_of[id_]].name
-            self.executor.submit(Task(id_, script, folder, f"{folder}/{step}.out", f"{folder}/{step}.err",
+            self.executor.submit(Task(self._base | id_, script, folder, f"{folder}/{step}.out", f"{folder}/{step}.err",
                                       self.slots[id_], self.walltime.get(id_)))
             self._in_flight[id_] = self.slots[id_]
 
@@ -329,14 +330,14 @@ class Conductor:
         return self._fetched.pop(id_)
 
     def handle(self, event: Started | Finished | Queued) -> None:
+        id_ = event.key - self._base
         if isinstance(event, Queued):
-            self._change(event.key, jobid=event.jobid)
+            self._change(id_, jobid=event.jobid)
             return
         if isinstance(event, Started):
-            self._move(event.key, RUNNING)
-            self._change(event.key, state="running", pid=event.pid, started=event.time)
+            self._move(id_, RUNNING)
+            self._change(id_, state="running", pid=event.pid, started=event.time)
             return
-        id_ = event.key
         self._in_flight.pop(id_, None)
         attempts = self.attempts_done[id_] + 1
         self.attempts_done[id_] = attempts

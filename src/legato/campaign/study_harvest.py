@@ -105,7 +105,8 @@ def judge(study: Path, rows: list[dict], members: list[tuple], rules: list[Rule]
         by_step.setdefault(rule.step, []).append(rule)
     judged_members = []
     for row, member in zip(rows, members, strict=True):
-        reason = _first_broken(by_step.get(row["step"], ()), study / member[6], row) if row["state"] == "finished" else None
+        step_rules = by_step.get(row["step"])
+        reason = _first_broken(step_rules, study / member[6], row) if step_rules and row["state"] == "finished" else None
         if reason:
             row.update(state="failed", reason=reason)
             member = (*member[:4], "failed", reason, member[6], _params_json(row))

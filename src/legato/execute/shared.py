@@ -1,15 +1,16 @@
 """One executor for many studies: the batches of a campaign share its workers (or pilots).
 
 Each study gets a view with a key space of its own: its instance ids travel as
-``namespace << 32 | id``, so an event is routed back to the conductor of the study it belongs
-to, and a conductor never sees another batch's instances. The throttle (``-t``) holds for
+``namespace << 32 | id`` (the conductor adds the view's ``base`` to the keys it submits and
+takes it off the events' keys: no copy of a task or an event per instance), so an event is
+routed back to the conductor of the study it belongs to, and a conductor never sees another
+batch's instances. The throttle (``-t``) holds for
 the whole campaign, not per batch. A view's ``slots`` is the executor's whole capacity, taken
 when the executor was made: a batch opened while others fill every slot must still size its
 multi-core instances to the machine, not to what happens to be free at that moment.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Iterable, Protocol
 
 from legato.execute import Queued
@@ -52,12 +53,12 @@ class SharedExecutor:
         self.in_flight += 1
 
     def poll(self, timeout: float | None) -> list[tuple[int, Started | Finished | Queued]]:
-        """Events as (namespace, the event with the study's own key)."""
+        """Events as (namespace, event)."""
         routed = []
         for event in self.executor.poll(timeout):
             if isinstance(event, Finished):
                 self.in_flight -= 1
-            routed.append((event.key >> SHIFT, dataclasses.replace(event, key=event.key & MASK)))
+            routed.append((event.key >> SHIFT, event))
         return routed
 
     def cancel(self, keys: Iterable[int] | None = None) -> None:
@@ -77,9 +78,10 @@ class StudyView:
         return self.shared.free_slots
 
     def submit(self, task: Task) -> None:
-        self.shared.submit(dataclasses.replace(task, key=self.base | task.key))
+        """``task.key`` holds ``base`` already."""
+        self.shared.submit(task)
 
     def cancel(self, keys: Iterable[int] | None = None) -> None:
         if keys is None:
             raise ValueError("a study's view cancels the keys it names; the shared executor cancels all")
-        self.shared.cancel([self.base | key for key in keys])
+        self.shared.cancel(keys)
