@@ -9,7 +9,8 @@ lets it re-check a finished archive cheaply.
 - ``batch``: GNU tar writes one stream of the whole workspace into a pipe; this process
   compresses it (zstandard with a frame checksum, or gzip with its CRC) while hashing what it
   writes. Verification streams the file back through the decompressor into ``tar --list``:
-  same bytes, intact compressed stream, and the members tar listed while packing.
+  same bytes, an intact compressed stream whose checksum covers every byte tar wrote, and a
+  tar that reads it to its end.
 - ``step``: the same, one file per step folder; the study's own files are copied.
 - ``instance``: each instance folder becomes one file (built in memory: two tar processes per
   instance would cost more than the archiving), the rest of the workspace stays as it was: a
@@ -90,15 +91,14 @@ def pack_folder(source_dir: str, dest: str, fmt: str) -> ArchiveInfo:
     partial = f"{dest}.partial"
     try:
         os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-        written = _pack(source_dir, partial, dest, fmt, sorted(os.listdir(source_dir)))
-        digest = _verify(partial, dest, written)
+        digest, members = _verify(partial, dest, _pack(source_dir, partial, dest, fmt, sorted(os.listdir(source_dir))))
         os.replace(partial, dest)
     except BaseException as exc:
         _remove(partial)
         if isinstance(exc, OSError):
             raise _write_error(exc, dest, partial) from None
         raise
-    return ArchiveInfo(dest, digest, len(written.members), os.path.getsize(dest))
+    return ArchiveInfo(dest, digest, members, os.path.getsize(dest))
 
 
 @dataclass(frozen=True)
@@ -417,25 +417,20 @@ def _under(name: str, prefix: str) -> bool:
     return not prefix or name == prefix or name.startswith(prefix + "/")
 
 
-@dataclass(frozen=True)
-class _Written:
-    """What packing wrote: tar's own listing of the members (``--quoting-style=escape``) and the file's SHA-256."""
-
-    members: list[str]
-    sha256: str
-
-
 _TAR_NAMES = ["--quoting-style=escape", "--format=gnu"]
 
 
-def _pack(source_dir: str, partial: str, dest: str, fmt: str, names: list[str]) -> _Written:
-    """Run ``tar -c`` over ``names`` into a pipe; compress, hash and write its stream to ``partial``, then fsync."""
-    with tempfile.TemporaryDirectory(prefix="legato-tar-") as scratch:
-        listing, index = os.path.join(scratch, "names"), os.path.join(scratch, "index")
-        with open(listing, "wb") as stream:
-            stream.write(b"".join(os.fsencode(name) + b"\0" for name in names))
-        command = ["tar", "-C", source_dir, "--create", "--file=-", "--sort=name", "--hard-dereference", "--verbose",
-                   f"--index-file={index}", *_TAR_NAMES, "--null", "--verbatim-files-from", f"--files-from={listing}"]
+def _pack(source_dir: str, partial: str, dest: str, fmt: str, names: list[str]) -> str:
+    """Run ``tar -c`` over ``names`` into a pipe; compress, hash and write its stream to ``partial``, then fsync.
+
+    Returns the SHA-256 of what was written. The compressed stream carries a checksum of what
+    tar produced (zstd's frame checksum, gzip's CRC), which reading it back checks.
+    """
+    with tempfile.NamedTemporaryFile(prefix="legato-tar-") as listing:
+        listing.write(b"".join(os.fsencode(name) + b"\0" for name in names))
+        listing.flush()
+        command = ["tar", "-C", source_dir, "--create", "--file=-", "--sort=name", "--hard-dereference", *_TAR_NAMES,
+                   "--null", "--verbatim-files-from", f"--files-from={listing.name}"]
         hasher = hashlib.sha256()
         with open(partial, "wb") as raw, _tar(command, subprocess.DEVNULL, subprocess.PIPE, dest, "packing") as tar:
             compressor = _compressor(fmt)
@@ -444,8 +439,7 @@ def _pack(source_dir: str, partial: str, dest: str, fmt: str, names: list[str]) 
             _write_hashed(raw, hasher, compressor.flush())
             raw.flush()
             os.fsync(raw.fileno())
-        with open(index, encoding="utf-8", errors="surrogateescape") as stream:
-            return _Written(stream.read().splitlines(), hasher.hexdigest())
+        return hasher.hexdigest()
 
 
 @contextmanager
@@ -483,24 +477,21 @@ def _write_hashed(raw: IO[bytes], hasher: Any, data: bytes) -> None:
         hasher.update(data)
 
 
-def _verify(partial: str, dest: str, written: _Written) -> str:
-    """Stream ``partial`` back through its decompressor (checksum/CRC checked) into ``tar -t``; returns its SHA-256.
+def _verify(partial: str, dest: str, sha256: str) -> tuple[str, int]:
+    """Stream ``partial`` back through its decompressor (checksum/CRC checked) into ``tar -t``; (its SHA-256, members).
 
-    The file must hash as it did when written, decompress to the end of its frame, and list
-    exactly the members tar reported while packing, in the same order.
+    The file must hash as it did when written and decompress to the end of its frame, with
+    the checksum of what tar produced intact, and tar must read it to its end.
     """
     hasher = hashlib.sha256()
     with tempfile.TemporaryFile() as listing:
         with _tar(["tar", "--list", "--file=-", *_TAR_NAMES], subprocess.PIPE, listing, dest, "verifying") as tar:
             _feed(partial, dest, hasher, tar.stdin)
         listing.seek(0)
-        found = listing.read().decode("utf-8", "surrogateescape").splitlines()
-    if hasher.hexdigest() != written.sha256:
+        members = listing.read().count(b"\n")
+    if hasher.hexdigest() != sha256:
         _mismatch(dest, "(the whole file)", "what was read back is not what was written")
-    if found != written.members:
-        odd = sorted(set(written.members) ^ set(found)) or ["(member order)"]
-        _mismatch(dest, odd[0], f"{len(found)} members listed, {len(written.members)} packed")
-    return hasher.hexdigest()
+    return sha256, members
 
 
 def _feed(partial: str, dest: str, hasher: Any, sink: IO[bytes]) -> None:
