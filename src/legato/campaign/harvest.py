@@ -24,7 +24,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import sqlalchemy as sa
 
@@ -148,7 +148,25 @@ def _parse_csv(path: str, text: str) -> dict[str, object]:
 _PARSERS: dict[str, Callable[[str, str], dict[str, object]]] = {"json": _parse_json, "kv": _parse_kv, "csv": _parse_csv}
 
 
-def collect(study: Path, number: int, start: int, files: dict[str, tuple[ResultFile, ...]]
+class Stored(NamedTuple):
+    """What a study's store says of its instances: the parameter table, the index values, one record per instance."""
+
+    table: list[dict[str, str]]
+    indexes: list[str] | None
+    instances: list[tuple]
+    """(step, label, row, workspace, state, returncode, started, ended, reason, params), in id order."""
+
+
+def stored_instances(study: Path) -> Stored:
+    """Read once and closed at once: the batch's archive may be written while the results are read."""
+    with Store.of_study(study) as store:
+        table, indexes = store.parameter_rows()
+        return Stored(table, indexes, store.db.execute(
+            "SELECT step, label, row, workspace, state, returncode, started, ended, reason, params FROM instances ORDER BY id"
+        ).fetchall())
+
+
+def collect(study: Path, number: int, start: int, files: dict[str, tuple[ResultFile, ...]], stored: Stored | None = None
             ) -> tuple[list[dict], list[tuple]]:
     """One results row per source row and step of batch ``number``, plus the ledger's record of each instance.
 
@@ -158,26 +176,22 @@ def collect(study: Path, number: int, start: int, files: dict[str, tuple[ResultF
     its parameters are kept in the ledger like any failure's, so ``--retry-failed`` runs it again.
     """
     rows, members = [], []
-    with Store.of_study(study) as store:
-        table, indexes = store.parameter_rows()
-        cursor = store.db.execute(
-            "SELECT step, label, row, workspace, state, returncode, started, ended, reason, params FROM instances ORDER BY id"
-        )
-        for _, instances in itertools.groupby(cursor, key=lambda record: record[0]):
-            for record, shared in _source_rows(list(instances), table):
-                step, label, _, workspace, state, rc, started, ended, reason, _ = record
-                try:
-                    results = instance_results(f"{study}/{workspace}", files.get(step, ()))
-                except LegatoError as error:  # that row failed; the others are harvested
-                    results, state, reason = {}, "failed", str(error)
-                for row in shared:
-                    values = table[row] if row is not None else {}
-                    index = None if row is None else indexes[row] if indexes else str(start + row)
-                    rows.append({"step": step, "label": label, "index": index, "state": state, "returncode": rc,
-                                 "started": started, "ended": ended, "reason": reason, "params": values,
-                                 "results": results})
-                    kept = json.dumps(values) if state != "finished" and row is not None else None
-                    members.append((number, step, label, index, state, reason, workspace, kept))
+    table, indexes, records = stored or stored_instances(study)
+    for _, instances in itertools.groupby(records, key=lambda record: record[0]):
+        for record, shared in _source_rows(list(instances), table):
+            step, label, _, workspace, state, rc, started, ended, reason, _ = record
+            try:
+                results = instance_results(f"{study}/{workspace}", files.get(step, ()))
+            except LegatoError as error:  # that row failed; the others are harvested
+                results, state, reason = {}, "failed", str(error)
+            for row in shared:
+                values = table[row] if row is not None else {}
+                index = None if row is None else indexes[row] if indexes else str(start + row)
+                rows.append({"step": step, "label": label, "index": index, "state": state, "returncode": rc,
+                             "started": started, "ended": ended, "reason": reason, "params": values,
+                             "results": results})
+                kept = json.dumps(values) if state != "finished" and row is not None else None
+                members.append((number, step, label, index, state, reason, workspace, kept))
     return rows, members
 
 
