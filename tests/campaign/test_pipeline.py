@@ -114,21 +114,6 @@ def test_no_archive_and_keep_workspace(sample_dir):
     assert_archives_verify(sample_dir / "kept", 2)
 
 
-def test_empty_logs_are_not_archived(sample_dir):
-    """Half of a quiet instance's files were its empty .out and .err: they go before the archive, a log with text stays."""
-    spec = sample_dir / "chatty.yaml"
-    text = (sample_dir / SPEC).read_text()
-    spec.write_text(text.replace('> params.txt', '> params.txt\n        [ "$(PARAM1)" = 94 ] && echo loud >&2 || true'))
-    run_batch(sample_dir / "camp", spec="chatty.yaml", keep_workspace=True, max_rows=6)
-    logs = [path for path in (sample_dir / "camp" / "work").rglob("echo-params.*")]
-    assert [path.read_text() for path in logs] == ["loud\n"], logs
-    archived = subprocess.run(["tar", "-tzf", str(sample_dir / "camp" / "archives" / "batch-000001.tar.gz")],
-                              capture_output=True, text=True, check=True).stdout.split()
-    assert [name for name in archived if name.endswith((".out", ".err"))] == [
-        str(logs[0].relative_to(sample_dir / "camp" / "work" / "batch-000001"))]
-    assert sum(name.endswith("params.txt") for name in archived) == 3
-
-
 def test_a_pgen_gets_start_and_nrows(sample_dir):
     outcome, _ = run_batch(sample_dir / "camp", rows=None, index=None, pgen="batched_demo_pgen.py",
                            pargs=["CSV:params.csv", "INDEX:param_combo"], batch_size=4)

@@ -517,9 +517,7 @@ def _finish(campaign: Campaign, ledger: Ledger, sink: ResultSink, batch: Batch, 
     stop = packed = None
     if batch.phase == "ran" and not cancelled.is_set():
         stored = stored_instances(batch.study)
-        if campaign.options.keep_failed:  # copied by the harvest: no log may go while it copies
-            drop_empty_logs(campaign, batch, stored.instances)
-        packing = packer.submit(_pack_lighter, campaign, batch, stored.instances)
+        packing = packer.submit(pack, campaign, batch)
         try:
             batch = harvest(campaign, ledger, sink, batch,
                             *collect(batch.study, batch.number, batch.start, campaign.files, stored))
@@ -529,7 +527,7 @@ def _finish(campaign: Campaign, ledger: Ledger, sink: ResultSink, batch: Batch, 
         if campaign.options.on_failure == "stop" and _failed(ledger, batch.number):
             stop = f"batch {batch.number} has failed rows (--on-failure stop)"
     if batch.phase == "harvested" and not cancelled.is_set():
-        batch = _archived(ledger, batch, packed or _pack_lighter(campaign, batch, stored_instances(batch.study).instances))
+        batch = _archived(ledger, batch, packed or pack(campaign, batch))
     if batch.phase == "archived" and not cancelled.is_set():
         if not campaign.options.keep_workspace:
             remove_workspace(batch.study)
@@ -555,28 +553,6 @@ def harvest(campaign: Campaign, ledger: Ledger, sink: ResultSink, batch: Batch, 
     if original is not None:
         retire(ledger, sink, campaign.folder.name, original)
     return batch
-
-
-def drop_empty_logs(campaign: Campaign, batch: Batch, instances: list[tuple]) -> None:
-    """Instances' empty ``<step>.out``/``.err`` files go before the batch is archived (not when nothing is).
-
-    Most instances of a big study print nothing, and those two empty files were half of each
-    instance's inodes: every one a tar member to write and list, and a file to delete. A log
-    with anything in it is archived as always.
-    """
-    if campaign.options.no_archive:
-        return
-    root = str(batch.study)
-    for step, _, _, workspace, *_ in instances:
-        for log in (f"{root}/{workspace}/{step}.out", f"{root}/{workspace}/{step}.err"):
-            with contextlib.suppress(FileNotFoundError):
-                if os.stat(log, follow_symlinks=False).st_size == 0:
-                    os.unlink(log)
-
-
-def _pack_lighter(campaign: Campaign, batch: Batch, instances: list[tuple]) -> BatchArchive | None:
-    drop_empty_logs(campaign, batch, instances)
-    return pack(campaign, batch)
 
 
 def pack(campaign: Campaign, batch: Batch) -> BatchArchive | None:
