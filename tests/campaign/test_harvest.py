@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import csv
-from datetime import datetime
+import random
 import sqlite3
+import time
+from datetime import datetime
 
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
+from legato.campaign import harvest
 from legato.campaign.harvest import ResultSink, parse_results
 from legato.errors import LegatoError
 from tests.servers.postgres import free_port
@@ -229,3 +232,22 @@ def test_bad_or_unreachable_databases(tmp_path, postgres_url):
         ResultSink(refused)
     with pytest.raises(LegatoError, match="password authentication failed"):
         ResultSink(postgres_url.replace(":legato-test-pw@", ":nope@"))
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "Asia/Kathmandu", "America/St_Johns"])
+def test_iso_times_match_datetime_to_the_millisecond(monkeypatch, zone):
+    """Per-second texts are cached: a rounding carry or a change of offset (DST) must still come out as datetime says."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    harvest._second.cache_clear()
+    try:
+        rng = random.Random(7)
+        moments = [rng.uniform(-1e9, 2e9) for _ in range(2000)] + [
+            1700000000.9999996, 1700000000.0000004, 1711846799.9996, 1711846800.0004, -0.0000004, 0, 1e9 + 0.9995]
+        for moment in moments:
+            assert harvest.iso_time(moment) == datetime.fromtimestamp(moment).astimezone().isoformat(
+                timespec="milliseconds"), moment
+    finally:
+        monkeypatch.undo()  # the zone back before the cache is refilled by another test
+        time.tzset()
+        harvest._second.cache_clear()

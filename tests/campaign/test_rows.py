@@ -240,6 +240,21 @@ def test_check_refuses_bad_sources(tmp_path, text, message):
         check(write_csv(tmp_path / "bad.csv", text))
 
 
+def test_the_one_pass_check_counts_what_reading_finds(tmp_path):
+    """Blank lines, a quoted value over two lines, a byte-order mark: the fast check and the rows read agree."""
+    path = tmp_path / "odd.csv"
+    path.write_bytes('\ufeffidx,a\n1,x\n\n2,"two\nlines"\n , \n3,z\n'.encode())
+    source = open_rows(str(path), "idx")
+    try:
+        assert [row["idx"] for row in source.read(0, 10)] == ["1", "2", "", "3"]
+    finally:
+        source.close()
+    with pytest.raises(LegatoError, match="row 3: empty index value"):
+        check(str(path))
+    assert check(str(path), max_rows=2) == 2
+    assert check(str(path), index=None) == 4
+
+
 def test_a_bad_byte_is_reported_at_its_own_offset(tmp_path):
     body = b"idx,a\n" + b"".join(b"%d,v%d\n" % (i, i) for i in range(1500)) + b"1500,caf\xe9\n"
     path = tmp_path / "latin1.csv"
