@@ -106,6 +106,19 @@ def test_columns_per_parameter_and_result_with_numbers_as_numbers(sink_url):
     sink.close()
 
 
+def test_one_batch_with_mixed_kinds_in_a_column(sink_url):
+    """Ints, floats and words in one column of one write: each value is cast to the column's widest kind."""
+    sink = ResultSink(sink_url)
+    sink.write("camp", 0, [instance("P.1", {"PARAM1": "1", "NAME": "a"}, {"v": 1, "w": 2}),
+                           instance("P.2", {"PARAM1": "x1", "NAME": "b"}, {"v": 2.5, "w": 3.5}),
+                           instance("P.3", {"PARAM1": "3", "NAME": "c"}, {"v": "word", "w": None})])
+    rows = table_rows(sink_url)
+    assert [row["v"] for row in rows] == ["1", "2.5", "word"]
+    assert [row["w"] for row in rows] == [2.0, 3.5, None] and isinstance(rows[0]["w"], float)
+    assert [row["PARAM1"] for row in rows] == ["1", "x1", "3"]
+    sink.close()
+
+
 def test_rewriting_a_batch_replaces_it_and_columns_widen(sink_url):
     sink = ResultSink(sink_url)
     sink.write("camp", 0, BATCH)
@@ -128,8 +141,8 @@ def test_a_crash_mid_write_keeps_the_old_rows(sink_url, monkeypatch):
     sink.write("camp", 0, BATCH)
     real_insert = ResultSink._insert
 
-    def insert_then_crash(self, conn, columns, records):
-        real_insert(self, conn, columns, records)
+    def insert_then_crash(self, conn, columns, records, casts):
+        real_insert(self, conn, columns, records, casts)
         raise RuntimeError("killed mid-write")
 
     monkeypatch.setattr(ResultSink, "_insert", insert_then_crash)

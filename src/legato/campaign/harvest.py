@@ -45,6 +45,10 @@ FIXED = {"campaign": TEXT, "batch": INT, "step": TEXT, "label": TEXT, INDEX: INT
 ROLES = "result_columns"
 """Table of (name, role): ``parameter`` or ``result``, so readers tell inputs from outputs."""
 PAGE = 5000
+_INT_BIT, _FLOAT_BIT, _TEXT_BIT = 1, 2, 4
+_KIND_BITS: dict[type, int] = {type(None): 0, int: _INT_BIT, float: _FLOAT_BIT, str: _TEXT_BIT}
+"""What kinds a column's values have, or-ed together; ``_plain`` has made every value one of these types."""
+_TYPES = {INT: int, FLOAT: float, TEXT: str}
 _SQL_TYPES: dict[int, sa.types.TypeEngine[Any]] = {INT: sa.BigInteger(), FLOAT: sa.Double(), TEXT: sa.Text()}
 _INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"[-+]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
@@ -275,10 +279,10 @@ class ResultSink:
         names = _Naming(self.index, {name.casefold() for keys in {tuple(row["params"]) for row in rows} for name in keys})
         records = [names.record(campaign, batch, row) for row in rows]
         with self._transaction() as conn:
-            columns = self._columns(conn, records, names.roles)
+            columns, casts = self._columns(conn, records, names.roles)
             table = sa.table(TABLE, sa.column("campaign"), sa.column("batch"))
             conn.execute(sa.delete(table).where(table.c.campaign == campaign, table.c.batch == batch))
-            self._insert(conn, columns, records)
+            self._insert(conn, columns, records, casts)
             self._record_roles(conn, names.roles)
 
     def drop_failed(self, campaign: str, batch: int, rows: Sequence[str] = ()) -> int:
@@ -347,17 +351,20 @@ class ResultSink:
             except sa.exc.DBAPIError as exc:
                 raise LegatoError(f"results database {self.where}: {first_line(exc)}") from None
 
-    def _columns(self, conn: sa.Connection, records: list[dict[str, object]], roles: dict[str, str]) -> dict[str, int]:
-        """Columns the records need, added or widened; records are renamed to existing spellings (SQLite ignores case).
+    def _columns(self, conn: sa.Connection, records: list[dict[str, object]], roles: dict[str, str]
+                 ) -> tuple[dict[str, int], set[str]]:
+        """Columns the records need, added or widened, and those whose values need a cast to the column's kind.
 
-        The spellings are worked out once per set of keys (a batch's records mostly share one),
-        and a column's kind is looked at only until it is text: the widest a kind gets.
+        Records are renamed to existing spellings (SQLite ignores case); the spellings are worked
+        out once per set of keys (a batch's records mostly share one). The values of the fixed
+        columns other than the index always have their declared kind, so only the others are looked at.
         """
         existing = {col["name"]: _kind_of(col["type"]) for col in sa.inspect(conn).get_columns(TABLE)}
         fold = (lambda name: name) if self._postgres else str.casefold
         spelled = {fold(name): name for name in existing}
         renames_of: dict[tuple[str, ...], list[tuple[str, str]]] = {}
-        needed: dict[str, int] = {}
+        settled = {name: kind for name, kind in self.fixed.items() if name != self.index}
+        seen: dict[str, int] = {}
         for record in records:
             keys = tuple(record)
             renames = renames_of.get(keys)
@@ -370,15 +377,17 @@ class ResultSink:
             for name, actual in renames:
                 record[actual] = record.pop(name)
             for name, value in record.items():
-                kind = needed.get(name, INT)
-                if kind != TEXT:
-                    needed[name] = max(kind, _kind(value))
+                if name not in settled:
+                    seen[name] = seen.get(name, 0) | _KIND_BITS.get(type(value), _TEXT_BIT)
+        needed = {name: TEXT if bits & _TEXT_BIT else FLOAT if bits & _FLOAT_BIT else INT for name, bits in seen.items()}
         for name, kind in needed.items():
             if name not in existing:
                 self._alter(conn, "ADD COLUMN {name} {type}", name, kind)
             elif kind > existing[name] and self._postgres:
                 self._alter(conn, "ALTER COLUMN {name} TYPE {type} USING {name}::{type}", name, kind)
-        return {name: max(kind, existing.get(name, INT)) for name, kind in needed.items()}
+        kinds = {name: max(kind, existing.get(name, INT)) for name, kind in needed.items()}
+        casts = {name for name, kind in kinds.items() if seen[name] & ~_KIND_BITS[_TYPES[kind]]}
+        return settled | kinds, casts
 
     def _record_roles(self, conn: sa.Connection, roles: dict[str, str]) -> None:
         """Name each parameter and result column once; a name keeps the role it was first given."""
@@ -395,11 +404,13 @@ class ResultSink:
         quoted = conn.dialect.identifier_preparer.quote(name)
         conn.exec_driver_sql(f"ALTER TABLE {TABLE} " + change.format(name=quoted, type=sql_type))
 
-    def _insert(self, conn: sa.Connection, columns: dict[str, int], records: list[dict[str, object]]) -> None:
+    def _insert(self, conn: sa.Connection, columns: dict[str, int], records: list[dict[str, object]],
+                casts: set[str]) -> None:
         """One driver-level executemany of plain tuples: SQLAlchemy's per-row parameter handling was most of a harvest.
 
-        Column names may hold any character (``a.b``, ``a b``, ``%``): they are quoted, and a ``%``
-        doubled where the driver's placeholders are ``%s``.
+        Only the ``casts`` columns hold values of another kind than theirs (an int in a double
+        column, a number in a text column). Column names may hold any character (``a.b``, ``a b``,
+        ``%``): they are quoted, and a ``%`` doubled where the driver's placeholders are ``%s``.
         """
         names = list(columns)
         quote = conn.dialect.identifier_preparer.quote
@@ -408,10 +419,12 @@ class ResultSink:
         if mark == "%s":
             quoted = quoted.replace("%", "%%")
         statement = f"INSERT INTO {TABLE} ({quoted}) VALUES ({', '.join([mark] * len(names))})"
-        kinds = [columns[name] for name in names]
+        cast_at = [(position, columns[name]) for position, name in enumerate(names) if name in casts]
         for start in range(0, len(records), PAGE):
-            conn.exec_driver_sql(statement, [tuple(cast_value(rec.get(name), kind) for name, kind in zip(names, kinds))
-                                             for rec in records[start:start + PAGE]])
+            rows = [tuple(map(record.get, names)) for record in records[start:start + PAGE]]
+            if cast_at:
+                rows = [_cast_row(row, cast_at) for row in rows]
+            conn.exec_driver_sql(statement, rows)
 
     def _export_kinds(self, conn: sa.Connection, campaign: str | None) -> dict[str, int]:
         """Declared types in PostgreSQL; in SQLite, what the stored values are (its columns never narrow a value)."""
@@ -542,14 +555,17 @@ def _plain(value: object) -> object:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
-def _kind(value: object) -> int:
-    return INT if value is None or isinstance(value, int) else FLOAT if isinstance(value, float) else TEXT
-
-
 def _kind_of(sql_type: sa.types.TypeEngine) -> int:
     if isinstance(sql_type, sa.Integer):
         return INT
     return FLOAT if isinstance(sql_type, (sa.Float, sa.Numeric)) else TEXT
+
+
+def _cast_row(row: tuple, cast_at: list[tuple[int, int]]) -> tuple:
+    values = list(row)
+    for position, kind in cast_at:
+        values[position] = cast_value(values[position], kind)
+    return tuple(values)
 
 
 def cast_value(value: object, kind: int) -> object:

@@ -52,9 +52,9 @@ def whole(original, *args, **kwargs) -> None:
     original(*args, **kwargs)
 
 
-def first_record(original, sink, conn, columns, records) -> None:
+def first_record(original, sink, conn, columns, records, *rest) -> None:
     """Insert one results row inside the open transaction, then die: nothing may be committed."""
-    original(sink, conn, columns, records[:1])
+    original(sink, conn, columns, records[:1], *rest)
 
 
 def one_step_folder(original, path, *args, **kwargs) -> None:
