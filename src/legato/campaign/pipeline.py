@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 BACKGROUND_NICENESS = 10
 """How much lower the planner and finisher threads run than the driver and its instances."""
+_REMOVERS = 2
 
 
 @dataclass
@@ -584,13 +585,37 @@ def _report(ledger: Ledger, batch: Batch) -> str:
 
 
 def remove_workspace(study: Path) -> None:
-    """A batch workspace goes once its results are committed and its archive verified."""
+    """A batch workspace goes once its results are committed and its archive verified.
+
+    Its big folders are removed by two threads (unlinking releases the interpreter lock): the
+    last batch's removal is time nothing else overlaps with.
+    """
     try:
-        _remove_tree(None, str(study))
-    except FileNotFoundError:
-        pass  # gone already: removed before a crash
+        with ThreadPoolExecutor(_REMOVERS, thread_name_prefix="legato-clean") as pool:
+            for _ in pool.map(_remove_if_there, _subtrees(str(study))):
+                pass
+        _remove_if_there(str(study))
     except OSError as exc:
         raise LegatoError(f"cannot remove batch workspace {study}: {exc.strerror} ({exc.filename})") from None
+
+
+def _subtrees(root: str, depth: int = 3) -> list[str]:
+    """The first level of folders below ``root`` (at most ``depth`` down) with enough of them to share out."""
+    level = [root]
+    for _ in range(depth):
+        below = []
+        for folder in level:
+            with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+                below += [entry.path for entry in entries if entry.is_dir(follow_symlinks=False)]
+        if len(below) >= 2 * _REMOVERS or not below:
+            return below
+        level = below
+    return level if level != [root] else []
+
+
+def _remove_if_there(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):  # gone already: removed before a crash
+        _remove_tree(None, path)
 
 
 def _remove_tree(parent: int | None, name: str) -> None:
