@@ -20,8 +20,8 @@ import json
 import math
 import os
 import re
-from contextlib import contextmanager
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path

@@ -610,7 +610,7 @@ def _subtrees(root: str, depth: int = 3) -> list[str]:
         if len(below) >= 2 * _REMOVERS or not below:
             return below
         level = below
-    return level if level != [root] else []
+    return level
 
 
 def _remove_if_there(path: str) -> None:
