@@ -91,7 +91,8 @@ def pack_folder(source_dir: str, dest: str, fmt: str) -> ArchiveInfo:
     partial = f"{dest}.partial"
     try:
         os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-        digest, members = _verify(partial, dest, _pack(source_dir, partial, dest, fmt, sorted(os.listdir(source_dir))))
+        digest = _pack(source_dir, partial, dest, fmt, sorted(os.listdir(source_dir)))
+        members = _verify(partial, dest, digest)
         os.replace(partial, dest)
     except BaseException as exc:
         _remove(partial)
@@ -481,8 +482,8 @@ def _write_hashed(raw: IO[bytes], hasher: Any, data: bytes) -> None:
         hasher.update(data)
 
 
-def _verify(partial: str, dest: str, sha256: str) -> tuple[str, int]:
-    """Stream ``partial`` back through its decompressor (checksum/CRC checked) into ``tar -t``; (its SHA-256, members).
+def _verify(partial: str, dest: str, sha256: str) -> int:
+    """Stream ``partial`` back through its decompressor (checksum/CRC checked) into ``tar -t``; how many members.
 
     The file must hash as it did when written and decompress to the end of its frame, with
     the checksum of what tar produced intact, and tar must read it to its end.
@@ -495,7 +496,7 @@ def _verify(partial: str, dest: str, sha256: str) -> tuple[str, int]:
         members = listing.read().count(b"\n")
     if hasher.hexdigest() != sha256:
         _mismatch(dest, "(the whole file)", "what was read back is not what was written")
-    return sha256, members
+    return members
 
 
 def _feed(partial: str, dest: str, hasher: Any, sink: IO[bytes]) -> None:

@@ -276,7 +276,8 @@ class ResultSink:
 
     def write(self, campaign: str, batch: int, rows: list[dict[str, Any]]) -> None:
         """Replace the rows of (campaign, batch) with these, atomically."""
-        names = _Naming(self.index, {name.casefold() for keys in {tuple(row["params"]) for row in rows} for name in keys})
+        names = _Naming(self.fixed, self.index,
+                        {name.casefold() for keys in {tuple(row["params"]) for row in rows} for name in keys})
         records = [names.record(campaign, batch, row) for row in rows]
         with self._transaction() as conn:
             columns, casts = self._columns(conn, records, names.roles)
@@ -471,9 +472,9 @@ class _Naming:
     ``<step>_<key>``. ``roles`` gathers which column is a parameter and which a result.
     """
 
-    def __init__(self, index: str, params: set[str]) -> None:
+    def __init__(self, fixed: dict[str, int], index: str, params: set[str]) -> None:
         self.index = index
-        self.fixed = {name.casefold() for name in FIXED if name != INDEX} | {index.casefold()}
+        self.fixed = {name.casefold() for name in fixed}
         self.clash = self.fixed | params
         self.roles: dict[str, str] = {}
         self._params: dict[tuple[str, ...], list[str]] = {}
